@@ -236,8 +236,11 @@ def config_table() -> str:
     """The configuration table of the README, in Markdown."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for f in dataclasses.fields(Settings):
-        default = "(unset)" if f.default is None else f"`{f.default}`"
-        if f.default == "":
-            default = "(empty)"
+        if f.default is None:
+            default = "(unset)"
+        elif isinstance(f.default, bool):
+            default = f"`{str(f.default).lower()}`"
+        else:
+            default = f"`{f.default}`"
         rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
     return "\n".join(rows)

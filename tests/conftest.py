@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -138,6 +138,6 @@ def stub(channel: grpc.aio.Channel) -> skill_service_pb2_grpc.SkillServiceStub:
 
 
 @pytest.fixture
-def repo_root() -> Iterator[Path]:
+def repo_root() -> Path:
     """The checkout's root."""
-    yield Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parent.parent

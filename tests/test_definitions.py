@@ -18,7 +18,9 @@ def _definition(skill_id: str, **fields: object) -> skill_service_pb2.CreateSkil
     )
 
 
-async def test_create_then_get_returns_the_stored_definition(stub: Stub, db: asyncpg.Connection) -> None:
+async def test_create_then_get_returns_the_stored_definition(
+    stub: Stub, db: asyncpg.Connection
+) -> None:
     created = await stub.CreateSkillDefinition(
         _definition("pdf-tools", display_name="PDF tools", description="Reads PDFs")
     )
@@ -54,7 +56,9 @@ async def test_tenant_definition_defaults_to_private(stub: Stub) -> None:
 
 async def test_duplicate_id_is_already_exists(stub: Stub) -> None:
     await stub.CreateSkillDefinition(_definition("dup"))
-    err = await expect_status(stub.CreateSkillDefinition(_definition("dup")), grpc.StatusCode.ALREADY_EXISTS)
+    err = await expect_status(
+        stub.CreateSkillDefinition(_definition("dup")), grpc.StatusCode.ALREADY_EXISTS
+    )
     assert "dup" in (err.details() or "")
 
 
@@ -74,7 +78,9 @@ async def test_missing_definition_and_oversized_fields(stub: Stub) -> None:
     )
     assert bad_fields(err) == ["definition"]
     err = await expect_status(
-        stub.CreateSkillDefinition(_definition("ok", display_name="x" * 201, description="y" * 1025)),
+        stub.CreateSkillDefinition(
+            _definition("ok", display_name="x" * 201, description="y" * 1025)
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert bad_fields(err) == ["definition.display_name", "definition.description"]
@@ -127,7 +133,9 @@ async def test_list_hides_inactive_unless_asked(stub: Stub) -> None:
 async def test_page_tokens_are_checked(stub: Stub) -> None:
     for i in range(3):
         await stub.CreateSkillDefinition(_definition(f"s{i}"))
-    first = await stub.ListSkillDefinitions(skill_service_pb2.ListSkillDefinitionsRequest(page_size=1))
+    first = await stub.ListSkillDefinitions(
+        skill_service_pb2.ListSkillDefinitionsRequest(page_size=1)
+    )
     assert first.next_page_token
     # A token from one query does not apply to another.
     err = await expect_status(
@@ -141,7 +149,9 @@ async def test_page_tokens_are_checked(stub: Stub) -> None:
     assert bad_fields(err) == ["page_token"]
     for garbage in ["not-a-token", "eyJ4IjoxfQ", "%%%"]:
         err = await expect_status(
-            stub.ListSkillDefinitions(skill_service_pb2.ListSkillDefinitionsRequest(page_token=garbage)),
+            stub.ListSkillDefinitions(
+                skill_service_pb2.ListSkillDefinitionsRequest(page_token=garbage)
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert bad_fields(err) == ["page_token"]
@@ -216,7 +226,9 @@ async def test_update_star_mask_sets_every_updatable_field(stub: Stub) -> None:
 
 async def test_delete_removes_and_then_not_found(stub: Stub, db: asyncpg.Connection) -> None:
     await stub.CreateSkillDefinition(_definition("gone"))
-    await stub.DeleteSkillDefinition(skill_service_pb2.DeleteSkillDefinitionRequest(skill_id="gone"))
+    await stub.DeleteSkillDefinition(
+        skill_service_pb2.DeleteSkillDefinitionRequest(skill_id="gone")
+    )
     assert await db.fetchval("SELECT count(*) FROM skill_definitions") == 0
     await expect_status(
         stub.DeleteSkillDefinition(skill_service_pb2.DeleteSkillDefinitionRequest(skill_id="gone")),

@@ -19,7 +19,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from skillsvc.api._handlers import StreamBehavior, UnaryBehavior, wrap_handler
+from skillsvc.api._handlers import StreamBehavior, UnaryBehavior, stream_of, wrap_handler
 from skillsvc.errors import InvalidArgument, ResourceExhausted, SkillsvcError
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         def stream(inner: StreamBehavior) -> StreamBehavior:
             async def behavior(request: Any, context: Any) -> AsyncIterator[Any]:
                 try:
-                    async for response in inner(request, context):
+                    async for response in stream_of(inner(request, context)):
                         yield response
                 except _PASS_THROUGH:
                     raise

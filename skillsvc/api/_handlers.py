@@ -14,7 +14,18 @@ from typing import Any
 import grpc
 
 UnaryBehavior = Callable[[Any, Any], Awaitable[Any]]
-StreamBehavior = Callable[[Any, Any], AsyncIterator[Any]]
+# A streaming behaviour is either an async generator of responses or a coroutine that
+# writes them with ``context.write`` (grpc_health's Watch does the latter).
+StreamBehavior = Callable[[Any, Any], Any]
+
+
+async def stream_of(result: Any) -> AsyncIterator[Any]:
+    """Iterate a streaming behaviour's result, whichever of the two styles it uses."""
+    if hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    else:
+        await result
 
 
 def wrap_handler(

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from skillsvc.api._handlers import StreamBehavior, UnaryBehavior, wrap_handler
+from skillsvc.api._handlers import StreamBehavior, UnaryBehavior, stream_of, wrap_handler
 from skillsvc.metrics import RPC_DURATION, RPC_TOTAL
 
 
@@ -57,7 +57,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def behavior(request: Any, context: Any) -> AsyncIterator[Any]:
                 started = time.perf_counter()
                 try:
-                    async for response in inner(request, context):
+                    async for response in stream_of(inner(request, context)):
                         yield response
                 except BaseException as exc:
                     record(context, started, exc)

