@@ -8,6 +8,7 @@ converts the ``-d`` JSON with protobuf's JSON mapping, and makes the call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -63,10 +64,9 @@ class MiniGrpcurl:
         while pending:
             for name, proto in list(pending.items()):
                 if all(dep in self.loaded or dep not in pending for dep in proto.dependency):
-                    try:
+                    # A file may already be known through another symbol.
+                    with contextlib.suppress(TypeError):
                         self.pool.Add(proto)
-                    except TypeError:
-                        pass  # already known through another symbol
                     self.loaded.add(name)
                     del pending[name]
 
