@@ -94,6 +94,25 @@ class Settings:
         "SKILLSVC_MAX_FILE_BYTES", 100 * MiB, "Largest single file in a package, in bytes."
     )
     """Single file size limit (``FILE_TOO_LARGE``)."""
+    max_concurrent_installs: int = _setting(
+        "SKILLSVC_MAX_CONCURRENT_INSTALLS",
+        50,
+        "Installs that run at once per process; more wait in the QUEUED stage.",
+    )
+    """Install concurrency."""
+    max_queued_installs: int = _setting(
+        "SKILLSVC_MAX_QUEUED_INSTALLS",
+        1000,
+        "Installs that may wait for a slot; past this Install fails with RESOURCE_EXHAUSTED.",
+    )
+    """Install queue bound."""
+    heartbeat_seconds: float = _setting(
+        "SKILLSVC_HEARTBEAT_SECONDS",
+        5.0,
+        "How often a process records that it is alive. Operations of a process silent "
+        "for three intervals are marked FAILED (ABORTED, interrupted) by the others.",
+    )
+    """Liveness period of this process."""
     url_allow_private: bool = _setting(
         "SKILLSVC_URL_ALLOW_PRIVATE",
         False,
@@ -156,6 +175,9 @@ class Settings:
             "max_unpacked_bytes",
             "max_files",
             "max_file_bytes",
+            "max_concurrent_installs",
+            "max_queued_installs",
+            "heartbeat_seconds",
             "health_interval_seconds",
             "url_timeout_seconds",
         )
@@ -226,6 +248,9 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "max_unpacked_bytes": int,
     "max_files": int,
     "max_file_bytes": int,
+    "max_concurrent_installs": int,
+    "max_queued_installs": int,
+    "heartbeat_seconds": float,
     "url_allow_private": bool,
     "url_timeout_seconds": float,
     "url_max_redirects": int,

@@ -12,6 +12,7 @@ validator and the repository can raise these freely.
     ├── AlreadyExists          ALREADY_EXISTS
     ├── FailedPrecondition     FAILED_PRECONDITION
     ├── Aborted                ABORTED
+    ├── Cancelled              CANCELLED
     ├── ResourceExhausted      RESOURCE_EXHAUSTED   (carries quota violations)
     ├── Unauthenticated        UNAUTHENTICATED
     ├── PermissionDenied       PERMISSION_DENIED
@@ -115,6 +116,13 @@ class Aborted(SkillsvcError):
 
     status = "ABORTED"
     default_reason = "ABORTED"
+
+
+class Cancelled(SkillsvcError):
+    """The caller gave up (e.g. cancelled an upload) before the work was done."""
+
+    status = "CANCELLED"
+    default_reason = "CANCELLED"
 
 
 class ResourceExhausted(SkillsvcError):

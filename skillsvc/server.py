@@ -19,12 +19,17 @@ from grpc_reflection.v1alpha import reflection
 
 from skillsvc.api import ErrorInterceptor, MetricsInterceptor, SkillService
 from skillsvc.config import Settings
+from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
-from skillsvc.db import Database, EmbeddedPostgres, connect
+from skillsvc.core.installs import Installer, InstallerSettings
+from skillsvc.core.progress import ProgressHub
+from skillsvc.db import PROGRESS_CHANNEL, Database, EmbeddedPostgres, Listener, connect
 from skillsvc.errors import Unavailable
+from skillsvc.intake import UrlPolicy
 from skillsvc.metrics import HEALTHY
 from skillsvc.store import Store
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
+from skillsvc.validation import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,12 @@ class App:
     """The gRPC server."""
     health: health.aio.HealthServicer
     """The standard health service."""
+    installer: Installer
+    """The install pipeline."""
+    hub: ProgressHub
+    """Progress fan-out to watchers."""
+    listener: Listener
+    """The LISTEN connection feeding the hub."""
     port: int
     """The bound gRPC port (useful with port 0)."""
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -79,7 +90,9 @@ class App:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        """Serve RPCs and start probing health."""
+        """Recover, then serve RPCs and start probing health."""
+        await self.listener.start()
+        await self.installer.start()
         await self.server.start()
         await self.check_health()
         self._tasks.append(asyncio.create_task(self._probe_forever(), name="health-probe"))
@@ -121,7 +134,10 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        # New calls are refused at once; calls in flight (uploads included) and the
+        # installs running in the background share the same grace period.
+        await asyncio.gather(self.server.stop(grace), self.installer.stop(grace))
+        await self.listener.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -139,6 +155,26 @@ def _start_metrics(addr: str) -> Any:
     return server
 
 
+def installer_settings(settings: Settings) -> InstallerSettings:
+    """The pipeline's view of the settings."""
+    return InstallerSettings(
+        limits=Limits(
+            max_package_bytes=settings.max_package_bytes,
+            max_unpacked_bytes=settings.max_unpacked_bytes,
+            max_files=settings.max_files,
+            max_file_bytes=settings.max_file_bytes,
+        ),
+        url_policy=UrlPolicy(
+            allow_private=settings.url_allow_private,
+            max_redirects=settings.url_max_redirects,
+            timeout_seconds=settings.url_timeout_seconds,
+        ),
+        max_concurrent=settings.max_concurrent_installs,
+        max_queued=settings.max_queued_installs,
+        heartbeat_seconds=settings.heartbeat_seconds,
+    )
+
+
 async def build_server(settings: Settings) -> App:
     """Build (but do not start) the whole service from ``settings``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -146,9 +182,10 @@ async def build_server(settings: Settings) -> App:
     await asyncio.to_thread(store.init)
     db, embedded = await open_database(settings)
     try:
-        removed = await asyncio.to_thread(store.clear_staging)
-        if removed:
-            logger.info("removed %d leftover staging entries", removed)
+        definitions = Definitions(db)
+        hub = ProgressHub()
+        installer = Installer(db, store, definitions, installer_settings(settings))
+        listener = Listener(db.url, PROGRESS_CHANNEL, hub.dispatch, hub.resync)
         server = grpc.aio.server(
             interceptors=[MetricsInterceptor(), ErrorInterceptor()],
             options=[
@@ -157,7 +194,7 @@ async def build_server(settings: Settings) -> App:
             ],
         )
         skill_service_pb2_grpc.add_SkillServiceServicer_to_server(
-            SkillService(Definitions(db)), server
+            SkillService(definitions, installer, Catalog(db, store, definitions, hub)), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -178,4 +215,7 @@ async def build_server(settings: Settings) -> App:
         server=server,
         health=health_servicer,
         port=port,
+        installer=installer,
+        hub=hub,
+        listener=listener,
     )

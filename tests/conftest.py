@@ -8,10 +8,14 @@ migrated once per run, which costs tens of milliseconds instead of a migration.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -21,6 +25,9 @@ from skillsvc.config import Settings
 from skillsvc.db import EmbeddedPostgres, migrate
 from skillsvc.server import App, build_server
 from skillsvc.v1 import skill_service_pb2_grpc
+from tests.processes import serve
+
+__all__ = ["serve"]  # a fixture for every test module
 
 
 def _with_database(url: str, name: str) -> str:
@@ -32,17 +39,21 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def pg_server_url() -> AsyncIterator[str]:
     """A URL of the PostgreSQL server tests use (maintenance database)."""
     url = os.environ.get("SKILLSVC_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    embedded = await EmbeddedPostgres.start(tmp_path_factory.mktemp("pg") / "data")
+    # Not under pytest's basetemp: pytest resets that tree to mode 0700 whenever another
+    # pytest run starts, which locks out the server's own (non-root) user.
+    base = Path(tempfile.mkdtemp(prefix="skillsvc-test-pg-"))
+    embedded = await EmbeddedPostgres.start(base / "data")
     try:
         yield embedded.url
     finally:
         await embedded.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -141,3 +152,19 @@ def stub(channel: grpc.aio.Channel) -> skill_service_pb2_grpc.SkillServiceStub:
 def repo_root() -> Path:
     """The checkout's root."""
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def make_app(settings: Settings) -> AsyncIterator[Any]:
+    """Build and start extra servers with settings changed from the default ones."""
+    started: list[App] = []
+
+    async def make(**changes: Any) -> App:
+        server = await build_server(dataclasses.replace(settings, **changes))
+        await server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        await server.stop(0)

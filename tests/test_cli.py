@@ -3,96 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
 import grpc
-import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from skillsvc.db import load_migrations
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SKILLSVC_")}
-    env.update(values)
-    return env
-
-
-class Served:
-    """A ``skillsvc serve`` child process."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, address: str, log: Path) -> None:
-        self.proc = proc
-        self.address = address
-        self.log = log
-
-    async def wait_serving(self, timeout: float = 60) -> None:
-        async with asyncio.timeout(timeout):
-            while True:
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
-                try:
-                    async with grpc.aio.insecure_channel(self.address) as chan:
-                        reply = await health_pb2_grpc.HealthStub(chan).Check(
-                            health_pb2.HealthCheckRequest(), timeout=1
-                        )
-                        if reply.status == SERVING:
-                            return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
-
-    async def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            return await self.proc.wait()
-
-
-@pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Served]]]:
-    started: list[Served] = []
-
-    async def start(**env: str) -> Served:
-        port = free_port()
-        env.setdefault("SKILLSVC_DATA_DIR", str(tmp_path / "data"))
-        env.setdefault("SKILLSVC_METRICS_ADDR", "")
-        env["SKILLSVC_LISTEN_ADDR"] = f"127.0.0.1:{port}"
-        log = tmp_path / f"serve-{port}.log"
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "skillsvc.cli",
-                "serve",
-                env=_env(**env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        served = Served(proc, f"127.0.0.1:{port}", log)
-        started.append(served)
-        return served
-
-    yield start  # type: ignore[misc]
-    for served in started:
-        if served.proc.returncode is None:
-            served.proc.kill()
-            await served.proc.wait()
+from tests.processes import child_env, free_port
 
 
 async def _create(address: str, skill_id: str) -> None:
@@ -168,7 +89,7 @@ async def test_metrics_endpoint_serves_prometheus_text(serve, db_url: str) -> No
 def test_bad_configuration_exits_2_naming_the_variable() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "skillsvc.cli", "serve"],
-        env=_env(SKILLSVC_MAX_FILES="lots"),
+        env=child_env(SKILLSVC_MAX_FILES="lots"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -180,10 +101,10 @@ def test_bad_configuration_exits_2_naming_the_variable() -> None:
 def test_migrate_command_reports_the_schema_version(db_url: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "skillsvc.cli", "migrate"],
-        env=_env(SKILLSVC_DATABASE_URL=db_url),
+        env=child_env(SKILLSVC_DATABASE_URL=db_url),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "schema at version 1" in result.stdout
+    assert f"schema at version {load_migrations()[-1].version}" in result.stdout

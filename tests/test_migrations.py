@@ -8,7 +8,14 @@ import asyncpg
 
 from skillsvc.db import load_migrations, migrate
 
-EXPECTED_TABLES = {"schema_migrations", "skill_definitions", "skill_packages", "skill_install_logs"}
+EXPECTED_TABLES = {
+    "schema_migrations",
+    "skill_definitions",
+    "skill_packages",
+    "skill_install_logs",
+    "skill_instances",
+    "skill_activations",
+}
 
 
 async def test_migrating_an_empty_database_gives_the_schema(empty_db_url: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -118,3 +119,29 @@ async def test_readme_grpcurl_examples_work_as_written(app: App, repo_root: Path
     assert got["skillId"] == "pdf-tools"
     updated = next(json.loads(v) for k, v in by_verb.items() if "UpdateSkillDefinition" in k)
     assert updated["description"] == "PDF text, tables and forms"
+
+
+async def test_readme_python_install_example_works(
+    app: App, repo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
+    from tests.packages import skill_archive
+
+    text = (repo_root / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    namespace: dict[str, Any] = {}
+    exec(compile(code.replace(README_ADDRESS, app.address), "README.md", "exec"), namespace)
+    archive = tmp_path / "pdf-tools.tgz"
+    archive.write_bytes(skill_archive("pdf-tools", "1.0.0"))
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        stub = skill_service_pb2_grpc.SkillServiceStub(channel)
+        await stub.CreateSkillDefinition(
+            skill_service_pb2.CreateSkillDefinitionRequest(
+                definition=resources_pb2.SkillDefinition(skill_id="pdf-tools")
+            )
+        )
+        await namespace["install"](str(archive))
+        package = await stub.GetPackage(skill_service_pb2.GetPackageRequest(skill_id="pdf-tools"))
+    assert package.state == resources_pb2.PACKAGE_STATE_READY
+    printed = capsys.readouterr().out.split("\n")
+    assert printed[-2].endswith("installed and current")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -13,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from skillsvc.server import App
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
-from tests.helpers import expect_status, reason
+from tests.helpers import bad_fields, expect_status, reason
 
 SERVICE = "skillsvc.v1.SkillService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -154,12 +155,8 @@ async def test_reflection_lists_services_and_describes_every_rpc(channel: grpc.a
 @pytest.mark.parametrize(
     ("rpc", "request_type"),
     [
-        ("GetOperation", skill_service_pb2.GetOperationRequest),
-        ("ListOperations", skill_service_pb2.ListOperationsRequest),
         ("Retry", skill_service_pb2.RetryRequest),
         ("Rollback", skill_service_pb2.RollbackRequest),
-        ("ListPackages", skill_service_pb2.ListPackagesRequest),
-        ("GetPackage", skill_service_pb2.GetPackageRequest),
         ("DeletePackage", skill_service_pb2.DeletePackageRequest),
     ],
 )
@@ -172,9 +169,14 @@ async def test_rpcs_of_later_milestones_say_unimplemented(
 
 
 async def test_streaming_rpcs_map_errors_too(stub: skill_service_pb2_grpc.SkillServiceStub) -> None:
-    call = stub.InstallProgress(skill_service_pb2.InstallProgressRequest(operation_id="x"))
-    err = await expect_status(call.read(), grpc.StatusCode.UNIMPLEMENTED)
-    assert reason(err) == "NOT_IMPLEMENTED"
+    call = stub.InstallProgress(
+        skill_service_pb2.InstallProgressRequest(operation_id=str(uuid.uuid4()))
+    )
+    err = await expect_status(call.read(), grpc.StatusCode.NOT_FOUND)
+    assert reason(err) == "NOT_FOUND"
+    call = stub.DownloadPackage(skill_service_pb2.DownloadPackageRequest(skill_id="Bad!"))
+    err = await expect_status(call.read(), grpc.StatusCode.INVALID_ARGUMENT)
+    assert bad_fields(err) == ["skill_id"]
 
 
 async def test_unexpected_errors_become_a_generic_internal(

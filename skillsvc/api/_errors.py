@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 ERROR_DOMAIN: Final = "skillsvc.v1"
 
 
-def _pack(message: Any) -> any_pb2.Any:
+def pack(message: Any) -> any_pb2.Any:
+    """``message`` packed into a ``google.protobuf.Any``."""
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -40,7 +41,7 @@ def to_status(error: SkillsvcError, extra_details: tuple[Any, ...] = ()) -> stat
         message=error.message,
     )
     status.details.append(
-        _pack(
+        pack(
             error_details_pb2.ErrorInfo(
                 reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
             )
@@ -48,7 +49,7 @@ def to_status(error: SkillsvcError, extra_details: tuple[Any, ...] = ()) -> stat
     )
     if isinstance(error, InvalidArgument) and error.violations:
         status.details.append(
-            _pack(
+            pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
@@ -61,7 +62,7 @@ def to_status(error: SkillsvcError, extra_details: tuple[Any, ...] = ()) -> stat
         )
     if isinstance(error, ResourceExhausted) and error.violations:
         status.details.append(
-            _pack(
+            pack(
                 error_details_pb2.QuotaFailure(
                     violations=[
                         error_details_pb2.QuotaFailure.Violation(
@@ -73,7 +74,7 @@ def to_status(error: SkillsvcError, extra_details: tuple[Any, ...] = ()) -> stat
             )
         )
     for detail in extra_details:
-        status.details.append(_pack(detail))
+        status.details.append(pack(detail))
     return status
 
 

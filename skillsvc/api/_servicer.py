@@ -6,17 +6,28 @@ domain exceptions and are mapped to statuses by :class:`~skillsvc.api.ErrorInter
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
 
-from skillsvc.api._convert import definition_to_pb
+from skillsvc.api._convert import (
+    definition_to_pb,
+    event_to_pb,
+    operation_to_pb,
+    package_to_pb,
+    report_to_pb,
+)
+from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions, NewDefinition
-from skillsvc.core.models import ANONYMOUS_ADMIN, Caller, DefinitionChanges
+from skillsvc.core.installs import Installer, InstallRequest, ValidateRequest
+from skillsvc.core.models import ANONYMOUS_ADMIN, Caller, DefinitionChanges, SourceType
 from skillsvc.errors import InvalidArgument, Unimplemented
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
+
+CANCEL_SETTLE_SECONDS = 0.1
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -34,8 +45,10 @@ def _unimplemented(what: str) -> Unimplemented:
 class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     """``skillsvc.v1.SkillService``."""
 
-    def __init__(self, definitions: Definitions) -> None:
+    def __init__(self, definitions: Definitions, installer: Installer, catalog: Catalog) -> None:
         self._definitions = definitions
+        self._installer = installer
+        self._catalog = catalog
 
     # -- definitions -------------------------------------------------------------
 
@@ -102,28 +115,55 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
         await self._definitions.delete(_caller(context), request.skill_id, force=request.force)
         return empty_pb2.Empty()
 
-    # -- installs, packages and operations: later milestones ----------------------
+    # -- installs and the install log ------------------------------------------------
 
     async def Install(
         self, request_iterator: AsyncIterator[skill_service_pb2.InstallRequest], context: Context
     ) -> resources_pb2.Operation:
-        raise _unimplemented("Install (the install pipeline)")
+        messages = aiter(request_iterator)
+        spec = await _first_spec(messages)
+        req = InstallRequest(
+            skill_id=spec.skill_id,
+            version=spec.version,
+            source_type=_source_type(spec),
+            url=spec.url,
+            declared_size=spec.upload.size_bytes,
+            sha256=spec.sha256,
+            activate=spec.activate if spec.HasField("activate") else True,
+            request_id=spec.request_id,
+        )
+        chunks = (
+            _chunks(messages, spec.upload.size_bytes)
+            if req.source_type is SourceType.UPLOAD
+            else None
+        )
+        op = await self._installer.install(_caller(context), req, chunks)
+        return operation_to_pb(op)
 
     async def InstallProgress(
         self, request: skill_service_pb2.InstallProgressRequest, context: Context
     ) -> AsyncIterator[resources_pb2.InstallEvent]:
-        raise _unimplemented("InstallProgress (the install pipeline)")
-        yield  # pragma: no cover - makes this an async generator
+        async for item in self._catalog.watch(_caller(context), request.operation_id):
+            yield event_to_pb(item)
 
     async def GetOperation(
         self, request: skill_service_pb2.GetOperationRequest, context: Context
     ) -> resources_pb2.Operation:
-        raise _unimplemented("GetOperation (the install log)")
+        op = await self._catalog.get_operation(_caller(context), request.operation_id)
+        return operation_to_pb(op)
 
     async def ListOperations(
         self, request: skill_service_pb2.ListOperationsRequest, context: Context
     ) -> skill_service_pb2.ListOperationsResponse:
-        raise _unimplemented("ListOperations (the install log)")
+        rows, token = await self._catalog.list_operations(
+            _caller(context),
+            request.skill_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return skill_service_pb2.ListOperationsResponse(
+            operations=[operation_to_pb(r) for r in rows], next_page_token=token
+        )
 
     async def Retry(
         self, request: skill_service_pb2.RetryRequest, context: Context
@@ -138,17 +178,46 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     async def Validate(
         self, request_iterator: AsyncIterator[skill_service_pb2.ValidateRequest], context: Context
     ) -> resources_pb2.ValidationReport:
-        raise _unimplemented("Validate (the package validator)")
+        messages = aiter(request_iterator)
+        spec = await _first_spec(messages)
+        req = ValidateRequest(
+            skill_id=spec.skill_id,
+            version=spec.version,
+            source_type=_source_type(spec),
+            url=spec.url,
+            declared_size=spec.upload.size_bytes,
+            sha256=spec.sha256,
+        )
+        chunks = (
+            _chunks(messages, spec.upload.size_bytes)
+            if req.source_type is SourceType.UPLOAD
+            else None
+        )
+        report = await self._installer.validate(req, chunks)
+        return report_to_pb(report)
+
+    # -- packages ------------------------------------------------------------------------
 
     async def ListPackages(
         self, request: skill_service_pb2.ListPackagesRequest, context: Context
     ) -> skill_service_pb2.ListPackagesResponse:
-        raise _unimplemented("ListPackages (the install pipeline)")
+        rows, token = await self._catalog.list_packages(
+            _caller(context),
+            request.skill_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return skill_service_pb2.ListPackagesResponse(
+            packages=[package_to_pb(r) for r in rows], next_page_token=token
+        )
 
     async def GetPackage(
         self, request: skill_service_pb2.GetPackageRequest, context: Context
     ) -> resources_pb2.SkillPackage:
-        raise _unimplemented("GetPackage (the install pipeline)")
+        package = await self._catalog.get_package(
+            _caller(context), request.skill_id, request.version
+        )
+        return package_to_pb(package)
 
     async def DeletePackage(
         self, request: skill_service_pb2.DeletePackageRequest, context: Context
@@ -158,5 +227,44 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     async def DownloadPackage(
         self, request: skill_service_pb2.DownloadPackageRequest, context: Context
     ) -> AsyncIterator[skill_service_pb2.DownloadPackageResponse]:
-        raise _unimplemented("DownloadPackage (the install pipeline)")
-        yield  # pragma: no cover - makes this an async generator
+        package, chunks = await self._catalog.download(
+            _caller(context), request.skill_id, request.version
+        )
+        yield skill_service_pb2.DownloadPackageResponse(
+            info=skill_service_pb2.PackageInfo(
+                skill_id=package.skill_id,
+                version=package.version,
+                sha256=package.sha256,
+                size_bytes=package.size_bytes,
+            )
+        )
+        async for chunk in chunks:
+            yield skill_service_pb2.DownloadPackageResponse(chunk=chunk)
+
+
+async def _first_spec(messages: AsyncIterator[Any]) -> Any:
+    """The spec that must open an Install or Validate stream."""
+    first = await anext(messages, None)
+    if first is None or first.WhichOneof("payload") != "spec":
+        raise InvalidArgument.field("spec", "the first message of the stream must carry the spec")
+    return first.spec
+
+
+def _source_type(spec: Any) -> SourceType | None:
+    source = spec.WhichOneof("source")
+    return {"upload": SourceType.UPLOAD, "url": SourceType.URL}.get(source or "")
+
+
+async def _chunks(messages: AsyncIterator[Any], declared: int) -> AsyncIterator[bytes]:
+    """The archive bytes that follow the spec."""
+    received = 0
+    async for message in messages:
+        if message.WhichOneof("payload") != "chunk":
+            raise InvalidArgument.field("spec", "only chunk messages may follow the spec")
+        received += len(message.chunk)
+        yield message.chunk
+    if received < declared:
+        # A call cancelled by the client ends its request stream like a short one, and
+        # the cancellation reaches the handler a moment later: give it that moment, so
+        # the operation records CANCELLED rather than a size mismatch.
+        await asyncio.sleep(CANCEL_SETTLE_SECONDS)

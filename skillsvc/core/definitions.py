@@ -78,11 +78,6 @@ class Definitions:
         self._db = db
 
     @staticmethod
-    def visible_tenant(caller: Caller) -> str | None:
-        """The tenant filter for reads: None lets admins see everything."""
-        return None if caller.is_admin else caller.tenant
-
-    @staticmethod
     def check_can_manage(caller: Caller, tenant: str) -> None:
         """Admins manage everything; a publisher manages its own tenant's definitions."""
         if caller.is_admin:
@@ -122,7 +117,7 @@ class Definitions:
     async def get(self, caller: Caller, skill_id: str) -> Definition:
         """The definition, or NOT_FOUND when it does not exist or is not visible."""
         check_skill_id(skill_id)
-        found = await self._db.repo.get_definition(skill_id, self.visible_tenant(caller))
+        found = await self._db.repo.get_definition(skill_id, caller.visible_tenant)
         if found is None:
             raise NotFound(f"skill definition {skill_id!r} not found")
         return found
@@ -131,13 +126,13 @@ class Definitions:
         self, caller: Caller, *, page_size: int, page_token: str, include_inactive: bool
     ) -> tuple[list[Definition], str]:
         """One page of visible definitions ordered by id, and the next page's token."""
-        filters = {"inactive": include_inactive, "tenant": self.visible_tenant(caller)}
+        filters = {"inactive": include_inactive, "tenant": caller.visible_tenant}
         page = page_request(page_size, page_token, filters)
         if page.after is not None and not isinstance(page.after, str):
             raise InvalidArgument.field("page_token", "not a token returned by this RPC")
         # One extra row tells whether another page exists without a count query.
         rows = await self._db.repo.list_definitions(
-            self.visible_tenant(caller),
+            caller.visible_tenant,
             include_inactive=include_inactive,
             after=page.after or "",
             limit=page.size + 1,
@@ -185,7 +180,7 @@ class Definitions:
             public=bool(values.public) if "public" in paths else None,
         )
         async with self._db.transaction() as repo:
-            current = await repo.get_definition(skill_id, self.visible_tenant(caller))
+            current = await repo.get_definition(skill_id, caller.visible_tenant)
             if current is None:
                 raise NotFound(f"skill definition {skill_id!r} not found")
             self.check_can_manage(caller, current.tenant)
@@ -197,7 +192,7 @@ class Definitions:
         """Delete a definition without packages (``force`` is handled by the store layer)."""
         check_skill_id(skill_id)
         async with self._db.transaction() as repo:
-            current = await repo.get_definition(skill_id, self.visible_tenant(caller))
+            current = await repo.get_definition(skill_id, caller.visible_tenant)
             if current is None:
                 raise NotFound(f"skill definition {skill_id!r} not found")
             self.check_can_manage(caller, current.tenant)

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
 from skillsvc.db._embedded import EmbeddedPostgres
+from skillsvc.db._listener import Listener
 from skillsvc.db._migrate import Migration, load_migrations, migrate
-from skillsvc.db._repository import Database, Repository, translate_errors
+from skillsvc.db._repository import (
+    PROGRESS_CHANNEL,
+    Database,
+    Instance,
+    NewOperation,
+    OperationChanges,
+    Repository,
+    translate_errors,
+)
 
 __all__ = [
+    "PROGRESS_CHANNEL",
     "Database",
     "EmbeddedPostgres",
+    "Instance",
+    "Listener",
     "Migration",
+    "NewOperation",
+    "OperationChanges",
     "Repository",
     "connect",
     "load_migrations",
@@ -29,5 +45,12 @@ async def connect(url: str, *, pool_size: int, run_migrations: bool = True) -> D
                 await migrate(conn)
             finally:
                 await conn.close()
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, command_timeout=60)
-    return Database(pool)
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=pool_size, command_timeout=60, init=_init_connection
+        )
+    return Database(pool, url)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns (manifests, file digests, error details) as Python objects.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

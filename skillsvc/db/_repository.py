@@ -11,13 +11,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 import asyncpg
 
-from skillsvc.core.models import Definition, DefinitionChanges
-from skillsvc.errors import AlreadyExists, FailedPrecondition, Unavailable
+from skillsvc.core.models import (
+    Definition,
+    DefinitionChanges,
+    Operation,
+    OperationError,
+    OperationState,
+    OperationType,
+    Package,
+    PackageState,
+    SourceType,
+    Stage,
+)
+from skillsvc.errors import AlreadyExists, FailedPrecondition, Internal, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +86,197 @@ RETURNING skill_id, tenant, display_name, description, active, public, current_v
 DELETE_DEFINITION: Final = "DELETE FROM skill_definitions WHERE skill_id = $1"
 
 COUNT_PACKAGES: Final = "SELECT count(*) FROM skill_packages WHERE skill_id = $1"
+
+# -- operations (the install log) ------------------------------------------------
+
+INSERT_OPERATION: Final = """
+INSERT INTO skill_install_logs (
+    operation_id, type, skill_id, version, state, stage, attempt, retry_of, bytes_total,
+    requested_by, source_type, source_uri, expected_sha256, activate, request_id,
+    archive_sha256, owner, message, from_version, to_version, reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+        $19, $20, $21)
+ON CONFLICT (skill_id, request_id) WHERE request_id <> '' DO NOTHING
+RETURNING operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
+    attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
+    bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
+    archive_sha256, owner, message, seq, create_time, update_time
+"""
+
+GET_OPERATION_BY_REQUEST_ID: Final = """
+SELECT operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
+    attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
+    bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
+    archive_sha256, owner, message, seq, create_time, update_time
+FROM skill_install_logs WHERE skill_id = $1 AND request_id = $2 AND request_id <> ''
+"""
+
+# $2: the caller's tenant, or NULL for an admin (see GET_DEFINITION).
+GET_OPERATION: Final = """
+SELECT o.operation_id, o.type, o.skill_id, o.version, o.state, o.stage, o.from_version,
+    o.to_version, o.reason, o.attempt, o.retry_of, o.error_code, o.error_reason,
+    o.error_message, o.error_details, o.bytes_done, o.bytes_total, o.requested_by,
+    o.source_type, o.source_uri, o.expected_sha256, o.activate, o.request_id,
+    o.archive_sha256, o.owner, o.message, o.seq, o.create_time, o.update_time
+FROM skill_install_logs o JOIN skill_definitions d ON d.skill_id = o.skill_id
+WHERE o.operation_id = $1 AND ($2::text IS NULL OR d.tenant = $2 OR d.public)
+"""
+
+# Newest first; the page position is (create_time, operation_id) of the last row.
+LIST_OPERATIONS: Final = """
+SELECT operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
+    attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
+    bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
+    archive_sha256, owner, message, seq, create_time, update_time
+FROM skill_install_logs
+WHERE skill_id = $1
+  AND ($2::timestamptz IS NULL OR (create_time, operation_id) < ($2, $3::uuid))
+ORDER BY create_time DESC, operation_id DESC
+LIMIT $4
+"""
+
+# One statement changes the row, bumps seq and notifies watchers (NOTIFY is sent when
+# the surrounding transaction commits). NULL parameters leave a column unchanged.
+UPDATE_OPERATION: Final = """
+WITH changed AS (
+    UPDATE skill_install_logs SET
+        state          = COALESCE($2, state),
+        stage          = COALESCE($3, stage),
+        version        = COALESCE($4, version),
+        bytes_done     = COALESCE($5, bytes_done),
+        bytes_total    = COALESCE($6, bytes_total),
+        message        = COALESCE($7, message),
+        error_code     = COALESCE($8, error_code),
+        error_reason   = COALESCE($9, error_reason),
+        error_message  = COALESCE($10, error_message),
+        error_details  = COALESCE($11::jsonb, error_details),
+        archive_sha256 = COALESCE($12, archive_sha256),
+        to_version     = COALESCE($13, to_version),
+        seq            = seq + 1,
+        update_time    = clock_timestamp()
+    WHERE operation_id = $1
+    RETURNING operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
+    attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
+    bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
+    archive_sha256, owner, message, seq, create_time, update_time
+)
+SELECT changed.*, pg_notify($14, json_build_object(
+    'operation_id', operation_id, 'seq', seq, 'state', state, 'stage', stage,
+    'bytes_done', bytes_done, 'bytes_total', bytes_total, 'message', left(message, 500),
+    'time', update_time)::text) AS notified
+FROM changed
+"""
+
+# Start-up and periodic recovery: fail what dead processes left unfinished.
+REAP_OPERATIONS: Final = """
+WITH reaped AS (
+    UPDATE skill_install_logs SET
+        state = 'FAILED', stage = 'FAILED', error_code = 'ABORTED', error_reason = 'INTERRUPTED',
+        error_message = 'interrupted: the server running this operation stopped',
+        message = 'interrupted', seq = seq + 1, update_time = clock_timestamp()
+    WHERE state IN ('PENDING', 'RUNNING') AND owner = ANY($1::text[])
+    RETURNING operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
+    attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
+    bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
+    archive_sha256, owner, message, seq, create_time, update_time
+)
+SELECT reaped.*, pg_notify($2, json_build_object(
+    'operation_id', operation_id, 'seq', seq, 'state', state, 'stage', stage,
+    'bytes_done', bytes_done, 'bytes_total', bytes_total, 'message', message,
+    'time', update_time)::text) AS notified
+FROM reaped
+"""
+
+# -- packages -----------------------------------------------------------------------
+
+# Serialises every change to one skill's packages and current version.
+LOCK_SKILL: Final = "SELECT pg_advisory_xact_lock(hashtextextended('skillsvc:skill:' || $1, 0))"
+
+GET_PACKAGE_FOR_UPDATE: Final = """
+SELECT p.skill_id, p.version, p.state, p.sha256, p.size_bytes, p.unpacked_bytes, p.file_count,
+    p.source_type, p.source_uri, p.manifest, p.path, p.operation_id, p.create_time, p.update_time,
+    (d.current_version IS NOT DISTINCT FROM p.version) AS current
+FROM skill_packages p JOIN skill_definitions d ON d.skill_id = p.skill_id
+WHERE p.skill_id = $1 AND p.version = $2
+FOR UPDATE OF p
+"""
+
+GET_PACKAGE: Final = """
+SELECT p.skill_id, p.version, p.state, p.sha256, p.size_bytes, p.unpacked_bytes, p.file_count,
+    p.source_type, p.source_uri, p.manifest, p.path, p.operation_id, p.create_time, p.update_time,
+    (d.current_version IS NOT DISTINCT FROM p.version) AS current
+FROM skill_packages p JOIN skill_definitions d ON d.skill_id = p.skill_id
+WHERE p.skill_id = $1 AND p.version = $2 AND ($3::text IS NULL OR d.tenant = $3 OR d.public)
+"""
+
+LIST_PACKAGES: Final = """
+SELECT p.skill_id, p.version, p.state, p.sha256, p.size_bytes, p.unpacked_bytes, p.file_count,
+    p.source_type, p.source_uri, p.manifest, p.path, p.operation_id, p.create_time, p.update_time,
+    (d.current_version IS NOT DISTINCT FROM p.version) AS current
+FROM skill_packages p JOIN skill_definitions d ON d.skill_id = p.skill_id
+WHERE p.skill_id = $1
+  AND ($2::timestamptz IS NULL OR (p.create_time, p.version) < ($2, $3::text))
+ORDER BY p.create_time DESC, p.version DESC
+LIMIT $4
+"""
+
+UPSERT_PACKAGE_CLAIM: Final = """
+INSERT INTO skill_packages (skill_id, version, state, source_type, source_uri, operation_id)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (skill_id, version) DO UPDATE SET
+    state = EXCLUDED.state, source_type = EXCLUDED.source_type,
+    source_uri = EXCLUDED.source_uri, operation_id = EXCLUDED.operation_id,
+    sha256 = '', size_bytes = 0, unpacked_bytes = 0, file_count = 0, manifest = '{}',
+    files = '[]', path = '', create_time = now(), update_time = now()
+"""
+
+MARK_PACKAGE_READY: Final = """
+UPDATE skill_packages SET
+    state = 'READY', sha256 = $3, size_bytes = $4, unpacked_bytes = $5, file_count = $6,
+    manifest = $7::jsonb, files = $8::jsonb, path = $9, update_time = now()
+WHERE skill_id = $1 AND version = $2 AND operation_id = $10
+"""
+
+# Release a claim that did not make it to READY.
+MARK_PACKAGE_FAILED: Final = """
+UPDATE skill_packages SET state = 'FAILED', update_time = now()
+WHERE skill_id = $1 AND version = $2 AND operation_id = $3 AND state <> 'READY'
+"""
+
+GET_PACKAGE_FILES: Final = """
+SELECT files FROM skill_packages WHERE skill_id = $1 AND version = $2
+"""
+
+SET_CURRENT_VERSION: Final = """
+WITH previous AS (SELECT current_version FROM skill_definitions WHERE skill_id = $1),
+updated AS (
+    UPDATE skill_definitions SET current_version = $2, update_time = now() WHERE skill_id = $1
+)
+INSERT INTO skill_activations (skill_id, version, previous_version, operation_id, kind)
+SELECT $1, $2, previous.current_version, $3, $4 FROM previous
+"""
+
+# -- server processes ---------------------------------------------------------------
+
+REGISTER_INSTANCE: Final = """
+INSERT INTO skill_instances (instance_id, hostname, pid) VALUES ($1, $2, $3)
+ON CONFLICT (instance_id) DO UPDATE SET heartbeat_time = now()
+"""
+
+HEARTBEAT: Final = "UPDATE skill_instances SET heartbeat_time = now() WHERE instance_id = $1"
+
+LIST_INSTANCES: Final = """
+SELECT instance_id, hostname, pid, now() - heartbeat_time > make_interval(secs => $1) AS stale
+FROM skill_instances
+"""
+
+DELETE_INSTANCES: Final = "DELETE FROM skill_instances WHERE instance_id = ANY($1::text[])"
+
+UNFINISHED_OWNERS: Final = """
+SELECT DISTINCT owner FROM skill_install_logs WHERE state IN ('PENDING', 'RUNNING')
+"""
+
+LIST_CURRENT_VERSIONS: Final = "SELECT skill_id, current_version FROM skill_definitions"
 
 PING: Final = "SELECT 1"
 
@@ -128,6 +333,155 @@ def _definition(row: Any) -> Definition:
         create_time=row["create_time"],
         update_time=row["update_time"],
     )
+
+
+PROGRESS_CHANNEL: Final = "skillsvc_progress"
+"""The NOTIFY channel of operation changes."""
+
+
+def _operation(row: Any) -> Operation:
+    error = None
+    if row["error_code"]:
+        error = OperationError(
+            code=row["error_code"],
+            reason=row["error_reason"],
+            message=row["error_message"],
+            details=row["error_details"],
+        )
+    return Operation(
+        operation_id=str(row["operation_id"]),
+        type=OperationType(row["type"]),
+        skill_id=row["skill_id"],
+        version=row["version"],
+        state=OperationState(row["state"]),
+        stage=Stage(row["stage"]),
+        from_version=row["from_version"],
+        to_version=row["to_version"],
+        reason=row["reason"],
+        attempt=row["attempt"],
+        retry_of=None if row["retry_of"] is None else str(row["retry_of"]),
+        error=error,
+        bytes_done=row["bytes_done"],
+        bytes_total=row["bytes_total"],
+        requested_by=row["requested_by"],
+        source_type=SourceType(row["source_type"]) if row["source_type"] else None,
+        source_uri=row["source_uri"],
+        expected_sha256=row["expected_sha256"],
+        activate=row["activate"],
+        request_id=row["request_id"],
+        archive_sha256=row["archive_sha256"],
+        owner=row["owner"],
+        message=row["message"],
+        seq=row["seq"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )
+
+
+def _package(row: Any) -> Package:
+    return Package(
+        skill_id=row["skill_id"],
+        version=row["version"],
+        state=PackageState(row["state"]),
+        current=row["current"],
+        sha256=row["sha256"],
+        size_bytes=row["size_bytes"],
+        unpacked_bytes=row["unpacked_bytes"],
+        file_count=row["file_count"],
+        source_type=SourceType(row["source_type"]),
+        source_uri=row["source_uri"],
+        manifest=row["manifest"],
+        path=row["path"],
+        operation_id=None if row["operation_id"] is None else str(row["operation_id"]),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )
+
+
+@dataclass(frozen=True)
+class NewOperation:
+    """The columns of an operation chosen when it is recorded."""
+
+    operation_id: str
+    """UUID as text."""
+    type: OperationType
+    """Install or rollback."""
+    skill_id: str
+    """The skill."""
+    version: str
+    """The version, if known."""
+    state: OperationState
+    """Initial state."""
+    stage: Stage
+    """Initial stage."""
+    requested_by: str
+    """The caller."""
+    owner: str
+    """The instance running it."""
+    attempt: int = 1
+    """1, or n + 1 for retries."""
+    retry_of: str | None = None
+    """The retried operation."""
+    bytes_total: int = 0
+    """Bytes expected."""
+    source_type: SourceType | None = None
+    """Installs: upload or URL."""
+    source_uri: str = ""
+    """Installs: the URL."""
+    expected_sha256: str = ""
+    """Installs: the declared digest."""
+    activate: bool = True
+    """Installs: activate when done."""
+    request_id: str = ""
+    """Installs: idempotency key."""
+    archive_sha256: str = ""
+    """Retries: the digest of the kept bytes."""
+    message: str = ""
+    """Initial progress message."""
+    from_version: str = ""
+    """Rollbacks: previous version."""
+    to_version: str = ""
+    """Rollbacks: new version."""
+    reason: str = ""
+    """Rollbacks: the caller's reason."""
+
+
+@dataclass(frozen=True)
+class OperationChanges:
+    """Columns to change on an operation; ``None`` keeps the current value."""
+
+    state: OperationState | None = None
+    """New state."""
+    stage: Stage | None = None
+    """New stage."""
+    version: str | None = None
+    """The version, once known."""
+    bytes_done: int | None = None
+    """Progress."""
+    bytes_total: int | None = None
+    """Expected total."""
+    message: str | None = None
+    """Progress message."""
+    error: OperationError | None = None
+    """Set on failure."""
+    archive_sha256: str | None = None
+    """Digest of the received bytes."""
+    to_version: str | None = None
+    """Rollbacks: the new current version."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A server process as the database knows it."""
+
+    instance_id: str
+    """Its id."""
+    hostname: str
+    """The host it runs on."""
+    pid: int
+    """Its process id there."""
+    stale: bool
+    """No heartbeat for longer than the staleness bound."""
 
 
 class Repository:
@@ -200,12 +554,247 @@ class Repository:
         with translate_errors(skill_id):
             return int(await self._db.fetchval(COUNT_PACKAGES, skill_id))
 
+    # -- operations -----------------------------------------------------------------
+
+    async def insert_operation(self, op: NewOperation) -> tuple[Operation, bool]:
+        """Record an operation; with a request_id already used, the earlier one and False."""
+        with translate_errors(op.skill_id):
+            row = await self._db.fetchrow(
+                INSERT_OPERATION,
+                uuid.UUID(op.operation_id),
+                op.type.value,
+                op.skill_id,
+                op.version,
+                op.state.value,
+                op.stage.value,
+                op.attempt,
+                None if op.retry_of is None else uuid.UUID(op.retry_of),
+                op.bytes_total,
+                op.requested_by,
+                op.source_type.value if op.source_type else "",
+                op.source_uri,
+                op.expected_sha256,
+                op.activate,
+                op.request_id,
+                op.archive_sha256,
+                op.owner,
+                op.message,
+                op.from_version,
+                op.to_version,
+                op.reason,
+            )
+            if row is not None:
+                return _operation(row), True
+            row = await self._db.fetchrow(GET_OPERATION_BY_REQUEST_ID, op.skill_id, op.request_id)
+        if row is None:  # the conflicting row was deleted in between; extremely unlikely
+            raise Unavailable("concurrent request with the same request_id, retry")
+        return _operation(row), False
+
+    async def get_operation(self, operation_id: str, visible_to: str | None) -> Operation | None:
+        """The operation if it exists and its skill is visible to ``visible_to``."""
+        with translate_errors():
+            row = await self._db.fetchrow(GET_OPERATION, uuid.UUID(operation_id), visible_to)
+        return None if row is None else _operation(row)
+
+    async def list_operations(
+        self, skill_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Operation]:
+        """A skill's operations, newest first, after position ``after``."""
+        with translate_errors():
+            rows = await self._db.fetch(
+                LIST_OPERATIONS,
+                skill_id,
+                after[0] if after else None,
+                after[1] if after else None,
+                limit,
+            )
+        return [_operation(r) for r in rows]
+
+    async def update_operation(self, operation_id: str, changes: OperationChanges) -> Operation:
+        """Apply ``changes``, bump ``seq`` and notify progress watchers."""
+        error = changes.error
+        with translate_errors():
+            row = await self._db.fetchrow(
+                UPDATE_OPERATION,
+                uuid.UUID(operation_id),
+                changes.state.value if changes.state else None,
+                changes.stage.value if changes.stage else None,
+                changes.version,
+                changes.bytes_done,
+                changes.bytes_total,
+                changes.message,
+                error.code if error else None,
+                error.reason if error else None,
+                error.message if error else None,
+                dict(error.details) if error and error.details is not None else None,
+                changes.archive_sha256,
+                changes.to_version,
+                PROGRESS_CHANNEL,
+            )
+        if row is None:
+            raise Internal(f"operation {operation_id} vanished")
+        return _operation(row)
+
+    async def reap_operations(self, owners: Sequence[str]) -> list[Operation]:
+        """Fail the unfinished operations of dead ``owners``; returns them."""
+        with translate_errors():
+            rows = await self._db.fetch(REAP_OPERATIONS, list(owners), PROGRESS_CHANNEL)
+        return [_operation(r) for r in rows]
+
+    async def unfinished_owners(self) -> list[str]:
+        """Owners of operations still PENDING or RUNNING."""
+        with translate_errors():
+            return [r["owner"] for r in await self._db.fetch(UNFINISHED_OWNERS)]
+
+    # -- packages -------------------------------------------------------------------
+
+    async def lock_skill(self, skill_id: str) -> None:
+        """Serialise with every other change to this skill, until the transaction ends."""
+        with translate_errors():
+            await self._db.execute(LOCK_SKILL, skill_id)
+
+    async def get_package_for_update(self, skill_id: str, version: str) -> Package | None:
+        """The package row, locked for this transaction."""
+        with translate_errors():
+            row = await self._db.fetchrow(GET_PACKAGE_FOR_UPDATE, skill_id, version)
+        return None if row is None else _package(row)
+
+    async def get_package(
+        self, skill_id: str, version: str, visible_to: str | None
+    ) -> Package | None:
+        """The package if it exists and its skill is visible."""
+        with translate_errors():
+            row = await self._db.fetchrow(GET_PACKAGE, skill_id, version, visible_to)
+        return None if row is None else _package(row)
+
+    async def list_packages(
+        self, skill_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Package]:
+        """A skill's packages, newest first, after position ``after``."""
+        with translate_errors():
+            rows = await self._db.fetch(
+                LIST_PACKAGES,
+                skill_id,
+                after[0] if after else None,
+                after[1] if after else None,
+                limit,
+            )
+        return [_package(r) for r in rows]
+
+    async def claim_package(
+        self,
+        *,
+        skill_id: str,
+        version: str,
+        state: PackageState,
+        source_type: SourceType,
+        source_uri: str,
+        operation_id: str,
+    ) -> None:
+        """Create the package row, or take over a FAILED one, for ``operation_id``."""
+        with translate_errors(skill_id):
+            await self._db.execute(
+                UPSERT_PACKAGE_CLAIM,
+                skill_id,
+                version,
+                state.value,
+                source_type.value,
+                source_uri,
+                uuid.UUID(operation_id),
+            )
+
+    async def mark_package_ready(
+        self,
+        skill_id: str,
+        version: str,
+        operation_id: str,
+        *,
+        sha256: str,
+        size_bytes: int,
+        unpacked_bytes: int,
+        file_count: int,
+        manifest: Mapping[str, Any],
+        files: Sequence[Mapping[str, Any]],
+        path: str,
+    ) -> bool:
+        """Record the committed package as READY; False if the claim was lost."""
+        with translate_errors(skill_id):
+            status = await self._db.execute(
+                MARK_PACKAGE_READY,
+                skill_id,
+                version,
+                sha256,
+                size_bytes,
+                unpacked_bytes,
+                file_count,
+                dict(manifest),
+                list(files),
+                path,
+                uuid.UUID(operation_id),
+            )
+        return status == "UPDATE 1"
+
+    async def mark_package_failed(self, skill_id: str, version: str, operation_id: str) -> None:
+        """Release ``operation_id``'s claim on a version that did not become READY."""
+        with translate_errors(skill_id):
+            await self._db.execute(MARK_PACKAGE_FAILED, skill_id, version, uuid.UUID(operation_id))
+
+    async def package_files(self, skill_id: str, version: str) -> list[dict[str, Any]]:
+        """The per-file digests recorded at install."""
+        with translate_errors(skill_id):
+            files = await self._db.fetchval(GET_PACKAGE_FILES, skill_id, version)
+        return list(files or [])
+
+    async def set_current_version(
+        self, skill_id: str, version: str, operation_id: str | None, kind: OperationType
+    ) -> None:
+        """Make ``version`` current and record the activation."""
+        with translate_errors(skill_id):
+            await self._db.execute(
+                SET_CURRENT_VERSION,
+                skill_id,
+                version,
+                None if operation_id is None else uuid.UUID(operation_id),
+                kind.value,
+            )
+
+    async def list_current_versions(self) -> list[tuple[str, str | None]]:
+        """Every skill with its current version (None when it has none)."""
+        with translate_errors():
+            rows = await self._db.fetch(LIST_CURRENT_VERSIONS)
+        return [(r["skill_id"], r["current_version"]) for r in rows]
+
+    # -- server processes -------------------------------------------------------------
+
+    async def register_instance(self, instance_id: str, hostname: str, pid: int) -> None:
+        """Announce a starting process."""
+        with translate_errors():
+            await self._db.execute(REGISTER_INSTANCE, instance_id, hostname, pid)
+
+    async def heartbeat(self, instance_id: str) -> None:
+        """Tell the others this process is alive."""
+        with translate_errors():
+            await self._db.execute(HEARTBEAT, instance_id)
+
+    async def list_instances(self, stale_after_seconds: float) -> list[Instance]:
+        """Every registered process, flagged stale past the bound."""
+        with translate_errors():
+            rows = await self._db.fetch(LIST_INSTANCES, stale_after_seconds)
+        return [Instance(r["instance_id"], r["hostname"], r["pid"], r["stale"]) for r in rows]
+
+    async def delete_instances(self, instance_ids: Sequence[str]) -> None:
+        """Forget processes known to be gone."""
+        with translate_errors():
+            await self._db.execute(DELETE_INSTANCES, list(instance_ids))
+
 
 class Database:
     """The connection pool, and transactions over it."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self.pool = pool
+        self.url = url
+        """The URL the pool connects to (dedicated connections such as LISTEN use it)."""
         self.repo = Repository(pool)
 
     @contextlib.asynccontextmanager

@@ -1,0 +1,119 @@
+"""Reading the install log and the installed packages: get, list, watch, download."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Final
+
+from skillsvc.core.definitions import Definitions, check_skill_id
+from skillsvc.core.models import Caller, Change, Operation, Package, PackageState
+from skillsvc.core.naming import is_valid_semver
+from skillsvc.core.paging import next_page_token, page_request
+from skillsvc.core.progress import ProgressHub, parse_operation_id
+from skillsvc.db import Database
+from skillsvc.errors import FailedPrecondition, InvalidArgument, NotFound
+from skillsvc.store import Store
+
+DOWNLOAD_CHUNK_BYTES: Final = 1024 * 1024
+
+
+def _position(after: object) -> tuple[datetime, str] | None:
+    """Decode a (time, key) page position."""
+    if after is None:
+        return None
+    if not (isinstance(after, list) and len(after) == 2 and all(isinstance(a, str) for a in after)):
+        raise InvalidArgument.field("page_token", "not a token returned by this RPC")
+    try:
+        return datetime.fromisoformat(after[0]), after[1]
+    except ValueError:
+        raise InvalidArgument.field("page_token", "not a token returned by this RPC") from None
+
+
+class Catalog:
+    """The read use cases of operations and packages."""
+
+    def __init__(
+        self, db: Database, store: Store, definitions: Definitions, hub: ProgressHub
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._definitions = definitions
+        self._hub = hub
+
+    async def get_operation(self, caller: Caller, operation_id: str) -> Operation:
+        """One operation, NOT_FOUND if unknown or not visible."""
+        operation_id = parse_operation_id(operation_id)
+        found = await self._db.repo.get_operation(operation_id, caller.visible_tenant)
+        if found is None:
+            raise NotFound(f"operation {operation_id} not found")
+        return found
+
+    async def list_operations(
+        self, caller: Caller, skill_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[Operation], str]:
+        """A skill's install log, newest first."""
+        await self._definitions.get(caller, skill_id)
+        filters = {"skill": skill_id}
+        page = page_request(page_size, page_token, filters)
+        rows = await self._db.repo.list_operations(skill_id, _position(page.after), page.size + 1)
+        if len(rows) <= page.size:
+            return rows, ""
+        rows = rows[: page.size]
+        last = rows[-1]
+        return rows, next_page_token([last.create_time.isoformat(), last.operation_id], filters)
+
+    async def list_packages(
+        self, caller: Caller, skill_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[Package], str]:
+        """A skill's packages, newest first."""
+        await self._definitions.get(caller, skill_id)
+        filters = {"skill": skill_id}
+        page = page_request(page_size, page_token, filters)
+        rows = await self._db.repo.list_packages(skill_id, _position(page.after), page.size + 1)
+        if len(rows) <= page.size:
+            return rows, ""
+        rows = rows[: page.size]
+        last = rows[-1]
+        return rows, next_page_token([last.create_time.isoformat(), last.version], filters)
+
+    async def get_package(self, caller: Caller, skill_id: str, version: str) -> Package:
+        """One package; an empty version means the current one."""
+        check_skill_id(skill_id)
+        definition = await self._definitions.get(caller, skill_id)
+        if not version:
+            if definition.current_version is None:
+                raise NotFound(f"{skill_id} has no current version")
+            version = definition.current_version
+        elif not is_valid_semver(version):
+            raise InvalidArgument.field("version", f"must be a semantic version; got {version!r}")
+        found = await self._db.repo.get_package(skill_id, version, caller.visible_tenant)
+        if found is None:
+            raise NotFound(f"package {skill_id} {version} not found")
+        return found
+
+    async def download(
+        self, caller: Caller, skill_id: str, version: str
+    ) -> tuple[Package, AsyncIterator[bytes]]:
+        """A READY package and its original archive, streamed from the store."""
+        package = await self.get_package(caller, skill_id, version)
+        if package.state is not PackageState.READY:
+            raise FailedPrecondition(
+                f"package {skill_id} {package.version} is {package.state.value}, not READY",
+                reason="PACKAGE_NOT_READY",
+            )
+        blob = await asyncio.to_thread(self._store.open_blob, package.sha256)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while chunk := await asyncio.to_thread(blob.read, DOWNLOAD_CHUNK_BYTES):
+                    yield chunk
+            finally:
+                blob.close()
+
+        return package, chunks()
+
+    def watch(self, caller: Caller, operation_id: str) -> AsyncIterator[Operation | Change]:
+        """The operation's current state, then each change until it ends."""
+        return self._hub.watch(self._db, caller.visible_tenant, operation_id)

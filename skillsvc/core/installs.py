@@ -1,0 +1,815 @@
+"""The install pipeline: accept, receive, verify, extract, validate, commit, activate.
+
+An install is accepted by :meth:`Installer.install` (the spec is checked, the
+operation recorded, the upload spooled with its SHA-256 computed on the way in) and
+then runs in the background, at most ``max_concurrent`` at a time:
+
+    QUEUED → [DOWNLOADING] → VERIFYING → EXTRACTING → VALIDATING → COMMITTING
+           → [ACTIVATING] → DONE                       (any stage) → FAILED
+
+Atomicity: everything happens in a private staging directory until COMMITTING,
+which renames the verified tree and archive into the store and then marks the
+package READY in one transaction. A failure at any stage removes the staging
+directory and releases the version; a crash is cleaned up by recovery (the owning
+process's operations are reaped, orphan version directories removed, ``current``
+links reconciled with the database, which is the source of truth).
+
+Versions are serialised per skill by a transaction-scoped advisory lock; a version
+held by a live install is not taken by a second one (ABORTED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from skillsvc.core.definitions import Definitions
+from skillsvc.core.models import (
+    Caller,
+    Operation,
+    OperationError,
+    OperationState,
+    OperationType,
+    Package,
+    PackageState,
+    SourceType,
+    Stage,
+)
+from skillsvc.core.naming import (
+    MAX_VERSION_LENGTH,
+    SKILL_NAME_RULE,
+    is_valid_semver,
+    is_valid_skill_name,
+)
+from skillsvc.db import Database, NewOperation, OperationChanges, Repository
+from skillsvc.errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    SkillsvcError,
+)
+from skillsvc.intake import Spooled, Spooler, UrlPolicy, fetch_url
+from skillsvc.metrics import INSTALL_DURATION, INSTALL_TOTAL, STORAGE_BYTES
+from skillsvc.store import Store
+from skillsvc.validation import Code, Limits, Report, Severity, Violation, validate_archive
+
+logger = logging.getLogger(__name__)
+
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+MAX_REQUEST_ID: Final = 128
+# Byte progress is written to the database (and so notified) at most this often.
+PROGRESS_INTERVAL_SECONDS: Final = 0.25
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """A validated-to-be install spec, in domain terms."""
+
+    skill_id: str
+    """The skill to install into."""
+    version: str
+    """Requested version; empty = from the manifest."""
+    source_type: SourceType | None
+    """Upload or URL; None when the request named neither."""
+    url: str
+    """URL sources: the URL."""
+    declared_size: int
+    """Uploads: the exact size announced."""
+    sha256: str
+    """Expected digest; empty = not checked."""
+    activate: bool
+    """Make current when done."""
+    request_id: str
+    """Idempotency key; empty = none."""
+
+
+@dataclass(frozen=True)
+class InstallerSettings:
+    """The knobs of the pipeline."""
+
+    limits: Limits
+    """Validator limits (archive size, unpacked size, files …)."""
+    url_policy: UrlPolicy
+    """How URL sources are fetched."""
+    max_concurrent: int = 50
+    """Installs running at once."""
+    max_queued: int = 1000
+    """Installs waiting for a slot before new ones are refused."""
+    heartbeat_seconds: float = 5.0
+    """How often this process proves it is alive; others reap it after 3 missed beats."""
+
+
+@dataclass
+class _Claim:
+    """The outcome of reserving a version for an operation."""
+
+    kind: str
+    """``claimed``, ``ready`` (same version installed) or ``busy``."""
+    package: Package | None = None
+    """The existing package for ``ready``/``busy``."""
+
+
+def report_details(report: Report) -> dict[str, Any]:
+    """A validation report as the JSON stored with a failed operation."""
+    manifest = None
+    if report.manifest is not None:
+        m = report.manifest
+        manifest = {
+            "name": m.name,
+            "description": m.description,
+            "version": m.version,
+            "license": m.license,
+            "compatibility": m.compatibility,
+            "allowed_tools": list(m.allowed_tools),
+            "metadata": dict(m.metadata),
+        }
+    return {
+        "validation_report": {
+            "valid": report.valid,
+            "violations": [
+                {
+                    "code": v.code.value,
+                    "path": v.path,
+                    "message": v.message,
+                    "severity": v.severity.value,
+                }
+                for v in report.violations
+            ],
+            "manifest": manifest,
+            "sha256": report.sha256,
+            "size_bytes": report.size_bytes,
+            "unpacked_bytes": report.unpacked_bytes,
+            "file_count": report.file_count,
+        }
+    }
+
+
+def check_request(req: InstallRequest) -> None:
+    """Reject malformed specs with every bad field named."""
+    violations: list[FieldViolation] = []
+    if not req.skill_id:
+        violations.append(FieldViolation("spec.skill_id", "is required"))
+    if req.version and (len(req.version) > MAX_VERSION_LENGTH or not is_valid_semver(req.version)):
+        violations.append(
+            FieldViolation(
+                "spec.version", f"must be a semantic version (2.0.0); got {req.version!r}"
+            )
+        )
+    if req.source_type is None:
+        violations.append(FieldViolation("spec.source", "set either upload or url"))
+    elif req.source_type is SourceType.UPLOAD and req.declared_size <= 0:
+        violations.append(
+            FieldViolation("spec.upload.size_bytes", "must be the archive's size in bytes (> 0)")
+        )
+    elif req.source_type is SourceType.URL and not req.url:
+        violations.append(FieldViolation("spec.url", "is required for a URL source"))
+    if req.sha256 and not _SHA256_HEX.fullmatch(req.sha256):
+        violations.append(FieldViolation("spec.sha256", "must be 64 lower-case hex digits"))
+    if len(req.request_id) > MAX_REQUEST_ID:
+        violations.append(
+            FieldViolation("spec.request_id", f"must be at most {MAX_REQUEST_ID} characters")
+        )
+    if violations:
+        raise InvalidArgument("invalid install spec", violations)
+
+
+def _error_of(exc: BaseException) -> OperationError:
+    if isinstance(exc, asyncio.CancelledError):
+        return OperationError(
+            "ABORTED", "INTERRUPTED", "interrupted: the upload or the server stopped"
+        )
+    if isinstance(exc, _ValidationFailed):
+        return OperationError(exc.status, exc.reason, exc.message, report_details(exc.report))
+    if isinstance(exc, SkillsvcError):
+        return OperationError(exc.status, exc.reason, exc.message)
+    logger.error("install failed unexpectedly", exc_info=exc)
+    return OperationError("INTERNAL", "INTERNAL", "internal error; the server logged the details")
+
+
+class _ValidationFailed(SkillsvcError):
+    """The package broke the rules; carries the report for the operation's details."""
+
+    status = "INVALID_ARGUMENT"
+    default_reason = "VALIDATION_FAILED"
+
+    def __init__(self, report: Report) -> None:
+        first = next(v for v in report.violations if v.severity.value == "ERROR")
+        count = sum(1 for v in report.violations if v.severity.value == "ERROR")
+        where = f" ({first.path})" if first.path else ""
+        super().__init__(
+            f"package validation failed with {count} error(s); first: "
+            f"{first.code.value}{where}: {first.message}"
+        )
+        self.report = report
+
+
+class Installer:
+    """Runs installs for this process and recovers after others."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: Store,
+        definitions: Definitions,
+        settings: InstallerSettings,
+        *,
+        instance_id: str | None = None,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._definitions = definitions
+        self._settings = settings
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self._slots = asyncio.Semaphore(settings.max_concurrent)
+        self._waiting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._hostname = socket.gethostname()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register this process, recover after dead ones, start the heartbeat."""
+        await self._db.repo.register_instance(self.instance_id, self._hostname, os.getpid())
+        await asyncio.to_thread(self._store.instance_staging, self.instance_id)
+        await asyncio.to_thread(self._store.purge_trash)
+        await self.recover()
+        await self.reconcile_current_links()
+        await self._update_storage_metric()
+        self._heartbeat = asyncio.create_task(self._beat_forever(), name="install-heartbeat")
+
+    async def stop(self, grace: float) -> None:
+        """Let running installs finish within ``grace``, then interrupt the rest."""
+        self._stopping = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        with contextlib.suppress(SkillsvcError):
+            await self._db.repo.delete_instances([self.instance_id])
+        await asyncio.to_thread(self._store.remove_instance_staging, self.instance_id)
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_seconds)
+            try:
+                await self._db.repo.heartbeat(self.instance_id)
+                await self.recover()
+            except SkillsvcError as exc:
+                logger.warning("heartbeat failed: %s", exc.message)
+
+    def _is_dead(self, hostname: str, pid: int, stale: bool) -> bool:
+        if stale:
+            return True
+        if hostname != self._hostname or pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    async def recover(self) -> list[Operation]:
+        """Fail the operations of dead processes and clean up after them."""
+        repo = self._db.repo
+        stale_after = 3 * self._settings.heartbeat_seconds
+        instances = await repo.list_instances(stale_after)
+        known = {i.instance_id for i in instances}
+        dead = {
+            i.instance_id
+            for i in instances
+            if i.instance_id != self.instance_id and self._is_dead(i.hostname, i.pid, i.stale)
+        }
+        # Owners with unfinished operations but no instance row at all are gone too.
+        dead |= {
+            o for o in await repo.unfinished_owners() if o not in known and o != self.instance_id
+        }
+        # Staging left by processes the database no longer knows (or never knew).
+        for instance_id in await asyncio.to_thread(self._store.staging_instances):
+            if instance_id not in known and instance_id != self.instance_id:
+                dead.add(instance_id)
+        if not dead:
+            return []
+        reaped = await repo.reap_operations(sorted(dead))
+        for op in reaped:
+            logger.warning(
+                "operation %s (%s %s) interrupted", op.operation_id, op.skill_id, op.version
+            )
+            if op.version:
+                await self._release(op)
+        for instance_id in dead:
+            await asyncio.to_thread(self._store.remove_instance_staging, instance_id)
+        await repo.delete_instances(sorted(dead & known))
+        return reaped
+
+    async def _release(self, op: Operation) -> None:
+        """Give up ``op``'s claim on its version and remove a directory it left unrecorded."""
+        async with self._db.transaction() as tx:
+            await tx.lock_skill(op.skill_id)
+            package = await tx.get_package_for_update(op.skill_id, op.version)
+            if package is None or package.operation_id != op.operation_id:
+                return
+            if package.state is not PackageState.READY:
+                await tx.mark_package_failed(op.skill_id, op.version, op.operation_id)
+                # A crash between the rename into the store and the READY row leaves
+                # a directory the database does not know: remove it.
+                await asyncio.to_thread(self._store.remove_version, op.skill_id, op.version)
+
+    async def reconcile_current_links(self) -> None:
+        """Make every ``current`` link agree with the database's current version."""
+        definitions = await self._db.repo.list_current_versions()
+        for skill_id, version in definitions:
+            on_disk = await asyncio.to_thread(self._store.current_version, skill_id)
+            if on_disk == version:
+                continue
+            logger.warning("reconciling %s/current: %s → %s", skill_id, on_disk, version)
+            if version is None:
+                await asyncio.to_thread(self._store.deactivate, skill_id)
+            else:
+                await asyncio.to_thread(self._store.activate, skill_id, version)
+
+    async def _update_storage_metric(self) -> None:
+        STORAGE_BYTES.set(await asyncio.to_thread(self._store.usage_bytes))
+
+    # -- accepting an install ---------------------------------------------------------
+
+    async def install(
+        self, caller: Caller, req: InstallRequest, chunks: AsyncIterator[bytes] | None
+    ) -> Operation:
+        """Accept an install, receive its bytes (uploads), and start it in the background."""
+        check_request(req)
+        definition = await self._definitions.get(caller, req.skill_id)
+        self._definitions.check_can_manage(caller, definition.tenant)
+        if self._waiting >= self._settings.max_queued:
+            raise ResourceExhausted(
+                f"the install queue is full ({self._settings.max_queued} waiting); retry later",
+                reason="INSTALL_QUEUE_FULL",
+            )
+        assert req.source_type is not None  # check_request
+        upload = req.source_type is SourceType.UPLOAD
+        op, created = await self._db.repo.insert_operation(
+            NewOperation(
+                operation_id=str(uuid.uuid4()),
+                type=OperationType.INSTALL,
+                skill_id=req.skill_id,
+                version=req.version,
+                state=OperationState.PENDING,
+                stage=Stage.RECEIVING if upload else Stage.QUEUED,
+                requested_by=caller.subject,
+                owner=self.instance_id,
+                bytes_total=req.declared_size if upload else 0,
+                source_type=req.source_type,
+                source_uri=req.url,
+                expected_sha256=req.sha256,
+                activate=req.activate,
+                request_id=req.request_id,
+                message="receiving" if upload else "queued",
+            )
+        )
+        if not created:
+            return op  # the same request_id was seen before: answer with that operation
+        started = time.monotonic()
+        work = await asyncio.to_thread(self._store.new_work_dir, self.instance_id, op.operation_id)
+        claimed = False
+        try:
+            if req.version:
+                claim = await self._claim(op, req.version)
+                claimed = claim.kind == "claimed"
+                if (
+                    claim.kind == "ready"
+                    and req.sha256
+                    and claim.package
+                    and claim.package.sha256 != req.sha256
+                ):
+                    raise self._immutable(op.skill_id, req.version)
+            spooled = None
+            if upload:
+                assert chunks is not None
+                spooled = await self._receive(op, work / "archive", req.declared_size, chunks)
+                op = await self._db.repo.update_operation(
+                    op.operation_id,
+                    OperationChanges(
+                        stage=Stage.QUEUED,
+                        bytes_done=spooled.size_bytes,
+                        archive_sha256=spooled.sha256,
+                        message="queued",
+                    ),
+                )
+        except asyncio.CancelledError:
+            # While receiving, a cancellation is the caller hanging up, unless this
+            # process is shutting down.
+            cause: BaseException = asyncio.CancelledError()
+            if not self._stopping:
+                cause = Cancelled("the client cancelled the upload")
+            await asyncio.shield(self._fail(op, cause, work, started=started))
+            raise
+        except BaseException as exc:
+            await asyncio.shield(self._fail(op, exc, work, started=started))
+            raise
+        self._waiting += 1
+        task = asyncio.create_task(
+            self._run(op, req, work, spooled, claimed=claimed, started=started),
+            name=f"install-{op.operation_id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return op
+
+    def _immutable(self, skill_id: str, version: str) -> AlreadyExists:
+        return AlreadyExists(
+            f"{skill_id} {version} is already installed with different content; "
+            "versions are immutable, install a new version",
+            reason="VERSION_EXISTS",
+        )
+
+    async def _claim(self, op: Operation, version: str) -> _Claim:
+        """Reserve ``version`` for ``op``; raise ABORTED if a live install holds it."""
+        async with self._db.transaction() as tx:
+            await tx.lock_skill(op.skill_id)
+            package = await tx.get_package_for_update(op.skill_id, version)
+            if package is not None and package.state is PackageState.READY:
+                return _Claim("ready", package)
+            if package is not None and package.state in (
+                PackageState.PENDING,
+                PackageState.INSTALLING,
+            ):
+                holder = None
+                if package.operation_id:
+                    holder = await tx.get_operation(package.operation_id, None)
+                if holder is not None and not holder.state.terminal:
+                    raise Aborted(
+                        f"{op.skill_id} {version} is being installed by operation "
+                        f"{holder.operation_id}; retry when it has finished",
+                        reason="CONCURRENT_INSTALL",
+                        metadata={"operation_id": holder.operation_id},
+                    )
+            await tx.claim_package(
+                skill_id=op.skill_id,
+                version=version,
+                state=PackageState.INSTALLING,
+                source_type=op.source_type or SourceType.UPLOAD,
+                source_uri=op.source_uri,
+                operation_id=op.operation_id,
+            )
+        return _Claim("claimed")
+
+    async def _receive(
+        self, op: Operation, path: Path, declared: int, chunks: AsyncIterator[bytes]
+    ) -> Spooled:
+        spooler = Spooler(
+            path, max_bytes=self._settings.limits.max_package_bytes, declared_size=declared
+        )
+        async with spooler:
+            last = time.monotonic()
+            async for chunk in chunks:
+                await spooler.write(chunk)
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL_SECONDS:
+                    last = now
+                    await self._db.repo.update_operation(
+                        op.operation_id, OperationChanges(bytes_done=spooler.bytes_done)
+                    )
+            return await spooler.finish()
+
+    # -- validation without installing --------------------------------------------------
+
+    async def validate(self, req: ValidateRequest, chunks: AsyncIterator[bytes] | None) -> Report:
+        """Validate an archive exactly as an install would; nothing outlives the call."""
+        check_validate_request(req)
+        work = await asyncio.to_thread(
+            self._store.new_work_dir, self.instance_id, f"validate-{uuid.uuid4().hex}"
+        )
+        try:
+            archive = work / "archive"
+            if req.source_type is SourceType.UPLOAD:
+                assert chunks is not None
+                spooler = Spooler(
+                    archive,
+                    max_bytes=self._settings.limits.max_package_bytes,
+                    declared_size=req.declared_size,
+                )
+                async with spooler:
+                    async for chunk in chunks:
+                        await spooler.write(chunk)
+                    spooled = await spooler.finish()
+            else:
+                spooled = await fetch_url(
+                    req.url,
+                    archive,
+                    max_bytes=self._settings.limits.max_package_bytes,
+                    policy=self._settings.url_policy,
+                )
+            async with self._slots:
+                report = await asyncio.to_thread(
+                    validate_archive,
+                    spooled.path,
+                    work / "tree",
+                    self._settings.limits,
+                    sha256=spooled.sha256,
+                    expected_name=req.skill_id or None,
+                    expected_version=req.version or None,
+                )
+            if req.sha256 and req.sha256 != spooled.sha256:
+                mismatch = Violation(
+                    Code.CHECKSUM_MISMATCH,
+                    "",
+                    f"the archive's SHA-256 is {spooled.sha256}, not the expected {req.sha256}",
+                    Severity.ERROR,
+                )
+                report = dataclasses.replace(report, violations=(mismatch, *report.violations))
+            return report
+        finally:
+            await asyncio.shield(asyncio.to_thread(self._store.make_writable_and_remove, work))
+
+    # -- the background part ------------------------------------------------------------
+
+    async def _stage(self, op: Operation, stage: Stage, message: str, **changes: Any) -> Operation:
+        return await self._db.repo.update_operation(
+            op.operation_id,
+            OperationChanges(state=OperationState.RUNNING, stage=stage, message=message, **changes),
+        )
+
+    async def _run(
+        self,
+        op: Operation,
+        req: InstallRequest,
+        work: Path,
+        spooled: Spooled | None,
+        *,
+        claimed: bool,
+        started: float,
+    ) -> None:
+        waiting = True
+        try:
+            async with self._slots:
+                self._waiting -= 1
+                waiting = False
+                await self._pipeline(op, req, work, spooled, claimed=claimed, started=started)
+        except BaseException as exc:
+            await asyncio.shield(self._fail(op, exc, work, started=started))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if waiting:
+                self._waiting -= 1
+
+    async def _pipeline(
+        self,
+        op: Operation,
+        req: InstallRequest,
+        work: Path,
+        spooled: Spooled | None,
+        *,
+        claimed: bool,
+        started: float,
+    ) -> None:
+        if spooled is None:
+            spooled = await self._download(op, req, work / "archive")
+        op = await self._stage(op, Stage.VERIFYING, "verifying the archive digest")
+        if req.sha256 and req.sha256 != spooled.sha256:
+            raise InvalidArgument(
+                f"the archive's SHA-256 is {spooled.sha256}, not the expected {req.sha256}",
+                reason="CHECKSUM_MISMATCH",
+            )
+        if req.version and not claimed:
+            await self._reinstall(op, req.version, spooled, work, started=started)
+            return
+        op = await self._stage(op, Stage.EXTRACTING, "extracting the archive")
+        report = await asyncio.to_thread(
+            validate_archive,
+            spooled.path,
+            work / "tree",
+            self._settings.limits,
+            sha256=spooled.sha256,
+            expected_name=req.skill_id,
+            expected_version=req.version or None,
+        )
+        op = await self._stage(op, Stage.VALIDATING, "validating the package")
+        if not report.valid:
+            raise _ValidationFailed(report)
+        assert report.manifest is not None
+        version = req.version or report.manifest.version
+        if not version:
+            raise InvalidArgument(
+                "the package declares no version and the request gave none",
+                [FieldViolation("spec.version", "required when the manifest has no version")],
+                reason="VERSION_INVALID",
+            )
+        if not claimed:
+            op = await self._stage(op, Stage.VALIDATING, "reserving the version", version=version)
+            claim = await self._claim(op, version)
+            if claim.kind == "ready":
+                await self._reinstall(op, version, spooled, work, started=started)
+                return
+        op = await self._stage(op, Stage.COMMITTING, "committing to the store", version=version)
+        final = await asyncio.to_thread(
+            self._store.commit_package,
+            work / "tree",
+            spooled.path,
+            req.skill_id,
+            version,
+            spooled.sha256,
+        )
+        await asyncio.to_thread(self._store.make_writable_and_remove, work)
+        files = [
+            {"path": f.path, "size": f.size, "sha256": f.sha256, "executable": f.executable}
+            for f in report.files
+        ]
+        manifest = report_details(report)["validation_report"]["manifest"]
+        async with self._db.transaction() as tx:
+            await tx.lock_skill(op.skill_id)
+            ok = await tx.mark_package_ready(
+                op.skill_id,
+                version,
+                op.operation_id,
+                sha256=spooled.sha256,
+                size_bytes=spooled.size_bytes,
+                unpacked_bytes=report.unpacked_bytes,
+                file_count=report.file_count,
+                manifest=manifest,
+                files=files,
+                path=str(final),
+            )
+            if not ok:
+                raise Aborted("the version was taken over by another install", reason="CLAIM_LOST")
+            if not req.activate:
+                await self._finish(tx, op, "installed (not activated)", started)
+        if req.activate:
+            await self._activate(op, version, started)
+        await self._update_storage_metric()
+
+    async def _download(self, op: Operation, req: InstallRequest, path: Path) -> Spooled:
+        op = await self._stage(op, Stage.DOWNLOADING, "downloading")
+        latest = [0, 0]
+
+        def progress(done: int, total: int | None) -> None:
+            latest[0], latest[1] = done, total or 0
+
+        async def report_progress() -> None:
+            sent = -1
+            while True:
+                await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+                if latest[0] != sent:
+                    sent = latest[0]
+                    await self._db.repo.update_operation(
+                        op.operation_id,
+                        OperationChanges(bytes_done=latest[0], bytes_total=latest[1]),
+                    )
+
+        reporter = asyncio.create_task(report_progress())
+        try:
+            spooled = await fetch_url(
+                req.url,
+                path,
+                max_bytes=self._settings.limits.max_package_bytes,
+                policy=self._settings.url_policy,
+                progress=progress,
+            )
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SkillsvcError):
+                await reporter
+        await self._db.repo.update_operation(
+            op.operation_id,
+            OperationChanges(
+                bytes_done=spooled.size_bytes,
+                bytes_total=spooled.size_bytes,
+                archive_sha256=spooled.sha256,
+            ),
+        )
+        return spooled
+
+    async def _reinstall(
+        self, op: Operation, version: str, spooled: Spooled, work: Path, *, started: float
+    ) -> None:
+        """The version is READY already: same bytes succeed untouched, others are refused."""
+        await asyncio.to_thread(self._store.make_writable_and_remove, work)
+        async with self._db.transaction() as tx:
+            await tx.lock_skill(op.skill_id)
+            package = await tx.get_package_for_update(op.skill_id, version)
+        if package is None or package.state is not PackageState.READY:
+            raise Aborted(
+                f"{op.skill_id} {version} changed during the install; retry",
+                reason="CONCURRENT_INSTALL",
+            )
+        if package.sha256 != spooled.sha256:
+            raise self._immutable(op.skill_id, version)
+        await self._stage(
+            op, Stage.VERIFYING, "identical to the installed version", version=version
+        )
+        if op.activate:
+            await self._activate(op, version, started)
+        else:
+            async with self._db.transaction() as tx:
+                await self._finish(tx, op, "already installed", started)
+
+    async def _activate(self, op: Operation, version: str, started: float) -> None:
+        await self._stage(op, Stage.ACTIVATING, f"making {version} current", version=version)
+        async with self._db.transaction() as tx:
+            await tx.lock_skill(op.skill_id)
+            await tx.set_current_version(
+                op.skill_id, version, op.operation_id, OperationType.INSTALL
+            )
+            await self._finish(tx, op, f"{version} installed and current", started)
+            # The link follows the database inside the skill lock; if the process dies
+            # between the commit and the swap, start-up reconciles the link.
+            await asyncio.to_thread(self._store.activate, op.skill_id, version)
+
+    async def _finish(self, tx: Repository, op: Operation, message: str, started: float) -> None:
+        await tx.update_operation(
+            op.operation_id,
+            OperationChanges(state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message),
+        )
+        INSTALL_TOTAL.labels("succeeded", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_DURATION.observe(time.monotonic() - started)
+
+    async def _fail(self, op: Operation, exc: BaseException, work: Path, *, started: float) -> None:
+        """Remove the staging directory, release the version, then record the failure.
+
+        Cleaning up first means a watcher that sees FAILED also sees nothing left behind.
+        """
+        error = _error_of(exc)
+        state = OperationState.CANCELLED if isinstance(exc, Cancelled) else OperationState.FAILED
+        await asyncio.to_thread(self._store.make_writable_and_remove, work)
+        try:
+            current = await self._db.repo.get_operation(op.operation_id, None)
+            if current is not None and current.version:
+                await self._release(current)
+            await self._db.repo.update_operation(
+                op.operation_id,
+                OperationChanges(
+                    state=state, stage=Stage.FAILED, message=error.message, error=error
+                ),
+            )
+        except SkillsvcError as db_error:
+            # The database is gone; recovery by a live process fails the operation later.
+            logger.warning(
+                "could not record the failure of %s: %s", op.operation_id, db_error.message
+            )
+        INSTALL_TOTAL.labels("failed", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_DURATION.observe(time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class ValidateRequest:
+    """What the Validate RPC asks."""
+
+    skill_id: str
+    """Expected manifest name, or empty."""
+    version: str
+    """Expected version, or empty."""
+    source_type: SourceType | None
+    """Upload or URL."""
+    url: str
+    """URL sources: the URL."""
+    declared_size: int
+    """Uploads: the exact size."""
+    sha256: str
+    """Expected digest, or empty."""
+
+
+def check_validate_request(req: ValidateRequest) -> None:
+    """Reject malformed Validate specs, naming every bad field."""
+    violations: list[FieldViolation] = []
+    if req.skill_id and not is_valid_skill_name(req.skill_id):
+        violations.append(FieldViolation("spec.skill_id", f"must be {SKILL_NAME_RULE}"))
+    try:
+        check_request(
+            InstallRequest(
+                skill_id=req.skill_id or "x",
+                version=req.version,
+                source_type=req.source_type,
+                url=req.url,
+                declared_size=req.declared_size,
+                sha256=req.sha256,
+                activate=False,
+                request_id="",
+            )
+        )
+    except InvalidArgument as exc:
+        violations += exc.violations
+    if violations:
+        raise InvalidArgument("invalid validate spec", violations)

@@ -1,0 +1,1 @@
+"""Tests of skillsvc.validation: pure, no database, no server."""
