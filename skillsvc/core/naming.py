@@ -1,32 +1,19 @@
-"""Identifier rules shared by the API, the domain and the package validator."""
+"""Identifier rules shared by the API, the domain and the store.
+
+The rules themselves live with the package validator (``skillsvc.validation``), which
+must judge manifest names and versions exactly as the service judges ids; this module
+adds what the service needs to talk about them.
+"""
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
-# SPEC §2: 1-64 chars of a-z, 0-9 and '-', no leading/trailing '-', no '--'.
-_SKILL_NAME: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+from skillsvc.validation._rules import MAX_VERSION_CHARS, is_valid_semver, is_valid_skill_name
 
-# semver.org 2.0.0, the official regular expression with ASCII digits only (Python's \d
-# also matches other scripts' digits).
-_SEMVER: Final = re.compile(
-    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
-    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
-)
+__all__ = ["MAX_VERSION_LENGTH", "SKILL_NAME_RULE", "is_valid_semver", "is_valid_skill_name"]
 
 SKILL_NAME_RULE: Final = (
     "1-64 characters of a-z, 0-9 and '-', not starting or ending with '-' and without '--'"
 )
-MAX_VERSION_LENGTH: Final = 128
-
-
-def is_valid_skill_name(name: str) -> bool:
-    """True when ``name`` follows the skill name rule (also the rule for skill ids)."""
-    return _SKILL_NAME.fullmatch(name) is not None and "--" not in name
-
-
-def is_valid_semver(version: str) -> bool:
-    """True when ``version`` is a semantic version 2.0.0 (no leading ``v``)."""
-    return len(version) <= MAX_VERSION_LENGTH and _SEMVER.fullmatch(version) is not None
+MAX_VERSION_LENGTH: Final = MAX_VERSION_CHARS

@@ -14,6 +14,14 @@ structure is checked against tricks zipfile accepts:
   trust one or the other would see different files), and agree on the compression
   method and the encryption flag.
 
+Only stored and deflate members are read. Encrypted members and other compression
+methods (bzip2, lzma, ...) are UNSUPPORTED_FORMAT for that member, and the rest of the
+archive is still checked: skill packages are made by ordinary zip tools, and every extra
+decompressor is more attack surface.
+
+The central directory is walked once before zipfile sees it (see ``_precount``), because
+zipfile builds an object per record before anyone can count them.
+
 Member data is limited by the central directory's sizes in two ways: a declared size or
 ratio over the limits refuses the member before it is opened, and zipfile never returns
 more than the declared uncompressed size (a member that really holds more fails its
