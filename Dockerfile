@@ -1,7 +1,12 @@
 # skillsvc container image (first version).
 #
 #   docker build -t skillsvc .
-#   docker run -p 50051:50051 -v skillsvc-data:/data skillsvc
+#   docker run -p 50051:50051 -v skillsvc-data:/data \
+#     -e SKILLSVC_AUTH=jwt -e SKILLSVC_JWT_SECRET="$(openssl rand -hex 32)" skillsvc
+#
+# The image listens on 0.0.0.0, where SKILLSVC_AUTH=none (every caller an admin) is
+# refused: give it a JWT secret or public key (README, "Security"). The HEALTHCHECK
+# below probes in plaintext; replace it when SKILLSVC_TLS_* are set.
 #
 # Without SKILLSVC_DATABASE_URL the embedded PostgreSQL runs inside the container with
 # its data under /data/postgres; mount /data to keep it. In production set

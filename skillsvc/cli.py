@@ -3,6 +3,11 @@
 skillsvc serve      run the gRPC service (the default configuration needs nothing)
 skillsvc migrate    apply pending database migrations and exit
 skillsvc config     print the configuration variables as a Markdown table
+skillsvc token      mint a bearer token from SKILLSVC_JWT_SECRET (development, tests)
+skillsvc fsck       check packages against their recorded digests (--repair)
+skillsvc gc         remove what failures and crashes left (--older-than, --dry-run)
+skillsvc backup DIR / restore DIR   the database and the store, together
+skillsvc history SKILL / status     the install log and the service's state, no SQL
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from skillsvc import __version__
+from skillsvc import __version__, runbook
+from skillsvc.auth import add_token_parser, token_command
 from skillsvc.config import ConfigError, Settings, config_table
 from skillsvc.errors import SkillsvcError
 
@@ -74,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run the gRPC service")
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("config", help="print the configuration variables")
+    runbook.add_commands(commands)
+    add_token_parser(commands)
     return parser
 
 
@@ -88,9 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "token":
+        return token_command(settings, args)
     _configure_logging(settings.log_level)
-    runner = {"serve": _serve, "migrate": _migrate}[args.command]
     try:
+        if args.command in runbook.RUNNERS:
+            return asyncio.run(runbook.run(settings, args))
+        runner = {"serve": _serve, "migrate": _migrate}[args.command]
         return asyncio.run(runner(settings))
     except SkillsvcError as exc:
         print(f"skillsvc: {exc.message}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +24,21 @@ class ConfigError(ValueError):
     """A ``SKILLSVC_*`` variable has a value the service cannot use."""
 
 
-def _setting(env: str, default: Any, doc: str, **kwargs: Any) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc}, **kwargs)
+def _setting(env: str, default: Any, doc: str, *, display: str | None = None) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "display": display})
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``; ValueError otherwise."""
+    text = text.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:])
+    number = float(text[:-1] if unit else text)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(text)
+    return number * (unit or 1)
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,15 @@ class Settings:
         "for three intervals are marked FAILED (ABORTED, interrupted) by the others.",
     )
     """Liveness period of this process."""
+    failed_retention_seconds: float = _setting(
+        "SKILLSVC_FAILED_RETENTION",
+        7 * 24 * 3600.0,
+        "How long the bytes of failed uploads (for Retry) and the log rows of failed "
+        "operations are kept before `skillsvc gc` removes them: seconds, or a number "
+        "with s, m, h or d.",
+        display="7d",
+    )
+    """Retention of failed attempts' bytes and log rows."""
     url_allow_private: bool = _setting(
         "SKILLSVC_URL_ALLOW_PRIVATE",
         False,
@@ -130,6 +153,84 @@ class Settings:
         "SKILLSVC_URL_MAX_REDIRECTS", 5, "Most redirects followed for a URL source."
     )
     """Redirect limit of a URL fetch."""
+    # -- security (SPEC §7; the README's Security section) ----------------------------
+    auth: str = _setting(
+        "SKILLSVC_AUTH",
+        "none",
+        "`none`: every caller is a platform admin, allowed only when SKILLSVC_LISTEN_ADDR "
+        "is a loopback address. `jwt`: every RPC but health and reflection needs "
+        "`authorization: Bearer <token>`.",
+    )
+    """Authentication mode: ``none`` or ``jwt``."""
+    jwt_secret: str | None = _setting(
+        "SKILLSVC_JWT_SECRET",
+        None,
+        "HS256 secret (at least 32 bytes) that verifies tokens; `skillsvc token` signs with it.",
+    )
+    """HS256 verification secret (excluded from ``repr``)."""
+    jwt_public_key_file: Path | None = _setting(
+        "SKILLSVC_JWT_PUBLIC_KEY_FILE",
+        None,
+        "PEM public key that verifies RS256 (RSA, 2048+ bits) or ES256 (P-256) tokens, "
+        "instead of a secret.",
+    )
+    """RS256/ES256 verification key."""
+    jwt_issuer: str | None = _setting(
+        "SKILLSVC_JWT_ISSUER", None, "When set, tokens must carry this `iss`."
+    )
+    """Required ``iss``."""
+    jwt_audience: str | None = _setting(
+        "SKILLSVC_JWT_AUDIENCE",
+        None,
+        "When set, tokens must carry this `aud`; when unset, tokens with an `aud` are refused.",
+    )
+    """Required ``aud``."""
+    jwt_leeway_seconds: float = _setting(
+        "SKILLSVC_JWT_LEEWAY_SECONDS",
+        30.0,
+        "Clock skew tolerated when checking a token's `exp`, `nbf` and `iat`.",
+    )
+    """Clock-skew leeway of token times."""
+    tls_cert_file: Path | None = _setting(
+        "SKILLSVC_TLS_CERT_FILE",
+        None,
+        "PEM server certificate (chain). With SKILLSVC_TLS_KEY_FILE, gRPC is served over TLS.",
+    )
+    """Server certificate chain."""
+    tls_key_file: Path | None = _setting(
+        "SKILLSVC_TLS_KEY_FILE", None, "PEM private key (unencrypted) of the server certificate."
+    )
+    """Server private key."""
+    tls_client_ca_file: Path | None = _setting(
+        "SKILLSVC_TLS_CLIENT_CA_FILE",
+        None,
+        "PEM CA certificate(s). When set, clients must present a certificate it signed "
+        "(mutual TLS).",
+    )
+    """Client CA of mutual TLS."""
+    max_skills_per_tenant: int = _setting(
+        "SKILLSVC_MAX_SKILLS_PER_TENANT",
+        100,
+        "Most skill definitions a tenant may own (platform definitions count as one "
+        "tenant); past it CreateSkillDefinition fails with RESOURCE_EXHAUSTED.",
+    )
+    """Definition quota per tenant."""
+    max_versions_per_skill: int = _setting(
+        "SKILLSVC_MAX_VERSIONS_PER_SKILL",
+        50,
+        "Most package versions a skill may hold (FAILED ones do not count); past it a "
+        "new version's install fails with RESOURCE_EXHAUSTED.",
+    )
+    """Version quota per skill."""
+
+    def __repr__(self) -> str:
+        # Keeps the JWT secret out of logs and tracebacks.
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            shown = "'<hidden>'" if f.name == "jwt_secret" and value else repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
 
     @property
     def store_root(self) -> Path:
@@ -180,15 +281,26 @@ class Settings:
             "heartbeat_seconds",
             "health_interval_seconds",
             "url_timeout_seconds",
+            "max_skills_per_tenant",
+            "max_versions_per_skill",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)}: must be greater than 0")
-        for name in ("shutdown_grace_seconds", "url_max_redirects"):
+        for name in ("shutdown_grace_seconds", "url_max_redirects", "jwt_leeway_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)}: must not be negative")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("SKILLSVC_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
+        # Authentication and TLS are checked by building them (reading the key and
+        # certificate files), so a bad value stops the process here, naming the variable
+        # (among them SKILLSVC_AUTH=none on a non-loopback address). Imported here
+        # because those modules import this one.
+        from skillsvc.auth import build_authenticator
+        from skillsvc.tls import load_server_tls
+
+        build_authenticator(self)
+        load_server_tls(self)
 
 
 def _env_name(field_name: str) -> str:
@@ -210,7 +322,10 @@ def _parse(name: str, raw: str, default: Any, kind: Callable[[str], Any]) -> Any
     try:
         return kind(raw.strip())
     except ValueError:
-        what = {int: "an integer", float: "a number"}.get(kind, "a valid value")  # type: ignore[call-overload]
+        what = {int: "an integer", float: "a number", parse_duration: "a duration like 7d"}.get(
+            kind,
+            "a valid value",
+        )
         raise ConfigError(f"{name}: expected {what}, got {raw!r}") from None
 
 
@@ -251,9 +366,21 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "max_concurrent_installs": int,
     "max_queued_installs": int,
     "heartbeat_seconds": float,
+    "failed_retention_seconds": parse_duration,
     "url_allow_private": bool,
     "url_timeout_seconds": float,
     "url_max_redirects": int,
+    "auth": str,
+    "jwt_secret": str,
+    "jwt_public_key_file": Path,
+    "jwt_issuer": str,
+    "jwt_audience": str,
+    "jwt_leeway_seconds": float,
+    "tls_cert_file": Path,
+    "tls_key_file": Path,
+    "tls_client_ca_file": Path,
+    "max_skills_per_tenant": int,
+    "max_versions_per_skill": int,
 }
 
 
@@ -261,7 +388,9 @@ def config_table() -> str:
     """The configuration table of the README, in Markdown."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for f in dataclasses.fields(Settings):
-        if f.default is None:
+        if f.metadata.get("display"):
+            default = f"`{f.metadata['display']}`"
+        elif f.default is None:
             default = "(unset)"
         elif isinstance(f.default, bool):
             default = f"`{str(f.default).lower()}`"

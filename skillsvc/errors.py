@@ -16,7 +16,6 @@ validator and the repository can raise these freely.
     ├── ResourceExhausted      RESOURCE_EXHAUSTED   (carries quota violations)
     ├── Unauthenticated        UNAUTHENTICATED
     ├── PermissionDenied       PERMISSION_DENIED
-    ├── Unimplemented          UNIMPLEMENTED
     ├── Unavailable            UNAVAILABLE
     └── Internal               INTERNAL
 """
@@ -155,13 +154,6 @@ class PermissionDenied(SkillsvcError):
 
     status = "PERMISSION_DENIED"
     default_reason = "PERMISSION_DENIED"
-
-
-class Unimplemented(SkillsvcError):
-    """The RPC is part of the contract but not built yet."""
-
-    status = "UNIMPLEMENTED"
-    default_reason = "UNIMPLEMENTED"
 
 
 class Unavailable(SkillsvcError):

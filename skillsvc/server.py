@@ -17,17 +17,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from skillsvc.api import ErrorInterceptor, MetricsInterceptor, SkillService
+from skillsvc.api import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, SkillService
+from skillsvc.auth import build_authenticator
 from skillsvc.config import Settings
 from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.installs import Installer, InstallerSettings
+from skillsvc.core.lifecycle import Lifecycle
 from skillsvc.core.progress import ProgressHub
 from skillsvc.db import PROGRESS_CHANNEL, Database, EmbeddedPostgres, Listener, connect
 from skillsvc.errors import Unavailable
 from skillsvc.intake import UrlPolicy
 from skillsvc.metrics import HEALTHY
 from skillsvc.store import Store
+from skillsvc.tls import load_server_tls, server_credentials
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
 from skillsvc.validation import Limits
 
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = skill_service_pb2.DESCRIPTOR.services_by_name["SkillService"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# Callable without a token (SPEC §7): probes and grpcurl's discovery.
+PUBLIC_SERVICES = frozenset({HEALTH_SERVICE_NAME, reflection.SERVICE_NAME})
 
 # Larger than gRPC's 4 MiB default so clients may send 4 MiB chunks plus framing.
 MAX_MESSAGE_BYTES = 5 * 1024 * 1024
@@ -172,36 +177,55 @@ def installer_settings(settings: Settings) -> InstallerSettings:
         max_concurrent=settings.max_concurrent_installs,
         max_queued=settings.max_queued_installs,
         heartbeat_seconds=settings.heartbeat_seconds,
+        max_versions_per_skill=settings.max_versions_per_skill,
     )
 
 
 async def build_server(settings: Settings) -> App:
     """Build (but do not start) the whole service from ``settings``."""
+    # Security settings first: a bad key or certificate stops before anything starts.
+    authenticator = build_authenticator(settings)
+    tls = load_server_tls(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.store_root)
     await asyncio.to_thread(store.init)
     db, embedded = await open_database(settings)
     try:
-        definitions = Definitions(db)
+        definitions = Definitions(db, max_skills_per_tenant=settings.max_skills_per_tenant)
         hub = ProgressHub()
         installer = Installer(db, store, definitions, installer_settings(settings))
         listener = Listener(db.url, PROGRESS_CHANNEL, hub.dispatch, hub.resync)
         server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(), ErrorInterceptor()],
+            # Outermost first: metrics see every final code; the auth interceptor is
+            # innermost so its refusals are mapped like any other domain error.
+            interceptors=[
+                MetricsInterceptor(),
+                ErrorInterceptor(),
+                AuthInterceptor(authenticator, PUBLIC_SERVICES),
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
         skill_service_pb2_grpc.add_SkillServiceServicer_to_server(
-            SkillService(definitions, installer, Catalog(db, store, definitions, hub)), server
+            SkillService(
+                definitions,
+                installer,
+                Catalog(db, store, definitions, hub),
+                Lifecycle(db, store, definitions, installer.instance_id),
+            ),
+            server,
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = server.add_insecure_port(settings.listen_addr)
+        if tls is None:
+            port = server.add_insecure_port(settings.listen_addr)
+        else:
+            port = server.add_secure_port(settings.listen_addr, server_credentials(tls))
     except BaseException:
         await db.close()
         if embedded is not None:

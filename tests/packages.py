@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
-import time
 import zipfile
+
+FIXED_MTIME = 1_767_225_600  # 2026-01-01
 
 
 def skill_md(name: str, version: str | None = "1.0.0", description: str = "A test skill") -> str:
@@ -32,15 +34,17 @@ def make_archive(
                 info.compress_type = zipfile.ZIP_DEFLATED
                 zf.writestr(info, content)
         return buf.getvalue()
-    mode = "w:gz" if fmt == "tar.gz" else "w"
-    with tarfile.open(fileobj=buf, mode=mode) as tf:
+    # Fixed times everywhere, so the same files always give the same bytes (digests).
+    with tarfile.open(fileobj=buf, mode="w") as tf:
         for path, content in files.items():
             data = content.encode() if isinstance(content, str) else content
             info = tarfile.TarInfo(path)
             info.size = len(data)
             info.mode = 0o755 if path in executable else 0o644
-            info.mtime = int(time.time())
+            info.mtime = FIXED_MTIME
             tf.addfile(info, io.BytesIO(data))
+    if fmt == "tar.gz":
+        return gzip.compress(buf.getvalue(), mtime=0)
     return buf.getvalue()
 
 

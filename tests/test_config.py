@@ -24,6 +24,9 @@ def test_variables_are_parsed() -> None:
     settings = Settings.from_env(
         {
             "SKILLSVC_LISTEN_ADDR": "0.0.0.0:6000",
+            # Off loopback, authentication is required (SPEC §7).
+            "SKILLSVC_AUTH": "jwt",
+            "SKILLSVC_JWT_SECRET": "s" * 32,
             "SKILLSVC_DATABASE_URL": "postgresql://u@db/skills",
             "SKILLSVC_MAX_FILES": "20",
             "SKILLSVC_URL_ALLOW_PRIVATE": "true",

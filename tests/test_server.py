@@ -152,22 +152,6 @@ async def test_reflection_lists_services_and_describes_every_rpc(channel: grpc.a
     assert methods == SPEC_RPCS
 
 
-@pytest.mark.parametrize(
-    ("rpc", "request_type"),
-    [
-        ("Retry", skill_service_pb2.RetryRequest),
-        ("Rollback", skill_service_pb2.RollbackRequest),
-        ("DeletePackage", skill_service_pb2.DeletePackageRequest),
-    ],
-)
-async def test_rpcs_of_later_milestones_say_unimplemented(
-    stub: skill_service_pb2_grpc.SkillServiceStub, rpc: str, request_type: type
-) -> None:
-    err = await expect_status(getattr(stub, rpc)(request_type()), grpc.StatusCode.UNIMPLEMENTED)
-    assert "not implemented yet" in (err.details() or "")
-    assert reason(err) == "NOT_IMPLEMENTED"
-
-
 async def test_streaming_rpcs_map_errors_too(stub: skill_service_pb2_grpc.SkillServiceStub) -> None:
     call = stub.InstallProgress(
         skill_service_pb2.InstallProgressRequest(operation_id=str(uuid.uuid4()))

@@ -95,6 +95,19 @@ def error_to_status(error: OperationError) -> status_pb2.Status:
     )
     if error.details and "validation_report" in error.details:
         status.details.append(pack(report_dict_to_pb(error.details["validation_report"])))
+    if error.details and "quota_violations" in error.details:
+        status.details.append(
+            pack(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=v["subject"], description=v["description"]
+                        )
+                        for v in error.details["quota_violations"]
+                    ]
+                )
+            )
+        )
     return status
 
 

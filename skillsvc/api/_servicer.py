@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf import empty_pb2
 
+from skillsvc.api._auth import current_caller
 from skillsvc.api._convert import (
     definition_to_pb,
     event_to_pb,
@@ -22,9 +23,10 @@ from skillsvc.api._convert import (
 )
 from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions, NewDefinition
-from skillsvc.core.installs import Installer, InstallRequest, ValidateRequest
-from skillsvc.core.models import ANONYMOUS_ADMIN, Caller, DefinitionChanges, SourceType
-from skillsvc.errors import InvalidArgument, Unimplemented
+from skillsvc.core.installs import Installer, InstallRequest
+from skillsvc.core.lifecycle import Lifecycle
+from skillsvc.core.models import Caller, DefinitionChanges, SourceType
+from skillsvc.errors import InvalidArgument
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 
 CANCEL_SETTLE_SECONDS = 0.1
@@ -33,19 +35,22 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 def _caller(context: Context) -> Caller:
-    # Authentication (SPEC §7) is not built yet: every caller is the loopback admin
-    # that SKILLSVC_AUTH=none describes.
-    return ANONYMOUS_ADMIN
-
-
-def _unimplemented(what: str) -> Unimplemented:
-    return Unimplemented(f"{what} is not implemented yet", reason="NOT_IMPLEMENTED")
+    # Set by the AuthInterceptor before the handler runs (the loopback admin under
+    # SKILLSVC_AUTH=none); UNAUTHENTICATED if nothing set it.
+    return current_caller()
 
 
 class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     """``skillsvc.v1.SkillService``."""
 
-    def __init__(self, definitions: Definitions, installer: Installer, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        definitions: Definitions,
+        installer: Installer,
+        catalog: Catalog,
+        lifecycle: Lifecycle,
+    ) -> None:
+        self._lifecycle = lifecycle
         self._definitions = definitions
         self._installer = installer
         self._catalog = catalog
@@ -112,7 +117,9 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     async def DeleteSkillDefinition(
         self, request: skill_service_pb2.DeleteSkillDefinitionRequest, context: Context
     ) -> empty_pb2.Empty:
-        await self._definitions.delete(_caller(context), request.skill_id, force=request.force)
+        await self._lifecycle.delete_definition(
+            _caller(context), request.skill_id, force=request.force
+        )
         return empty_pb2.Empty()
 
     # -- installs and the install log ------------------------------------------------
@@ -120,23 +127,7 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     async def Install(
         self, request_iterator: AsyncIterator[skill_service_pb2.InstallRequest], context: Context
     ) -> resources_pb2.Operation:
-        messages = aiter(request_iterator)
-        spec = await _first_spec(messages)
-        req = InstallRequest(
-            skill_id=spec.skill_id,
-            version=spec.version,
-            source_type=_source_type(spec),
-            url=spec.url,
-            declared_size=spec.upload.size_bytes,
-            sha256=spec.sha256,
-            activate=spec.activate if spec.HasField("activate") else True,
-            request_id=spec.request_id,
-        )
-        chunks = (
-            _chunks(messages, spec.upload.size_bytes)
-            if req.source_type is SourceType.UPLOAD
-            else None
-        )
+        req, chunks = await _install_stream(request_iterator)
         op = await self._installer.install(_caller(context), req, chunks)
         return operation_to_pb(op)
 
@@ -168,31 +159,21 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     async def Retry(
         self, request: skill_service_pb2.RetryRequest, context: Context
     ) -> resources_pb2.Operation:
-        raise _unimplemented("Retry")
+        op = await self._installer.retry(_caller(context), request.operation_id)
+        return operation_to_pb(op)
 
     async def Rollback(
         self, request: skill_service_pb2.RollbackRequest, context: Context
     ) -> resources_pb2.Operation:
-        raise _unimplemented("Rollback")
+        op = await self._lifecycle.rollback(
+            _caller(context), request.skill_id, request.target_version, request.reason
+        )
+        return operation_to_pb(op)
 
     async def Validate(
         self, request_iterator: AsyncIterator[skill_service_pb2.ValidateRequest], context: Context
     ) -> resources_pb2.ValidationReport:
-        messages = aiter(request_iterator)
-        spec = await _first_spec(messages)
-        req = ValidateRequest(
-            skill_id=spec.skill_id,
-            version=spec.version,
-            source_type=_source_type(spec),
-            url=spec.url,
-            declared_size=spec.upload.size_bytes,
-            sha256=spec.sha256,
-        )
-        chunks = (
-            _chunks(messages, spec.upload.size_bytes)
-            if req.source_type is SourceType.UPLOAD
-            else None
-        )
+        req, chunks = await _install_stream(request_iterator)
         report = await self._installer.validate(req, chunks)
         return report_to_pb(report)
 
@@ -222,7 +203,8 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     async def DeletePackage(
         self, request: skill_service_pb2.DeletePackageRequest, context: Context
     ) -> empty_pb2.Empty:
-        raise _unimplemented("DeletePackage")
+        await self._lifecycle.delete_package(_caller(context), request.skill_id, request.version)
+        return empty_pb2.Empty()
 
     async def DownloadPackage(
         self, request: skill_service_pb2.DownloadPackageRequest, context: Context
@@ -242,17 +224,35 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
             yield skill_service_pb2.DownloadPackageResponse(chunk=chunk)
 
 
-async def _first_spec(messages: AsyncIterator[Any]) -> Any:
-    """The spec that must open an Install or Validate stream."""
+async def _install_stream(
+    request_iterator: AsyncIterator[Any],
+) -> tuple[InstallRequest, AsyncIterator[bytes] | None]:
+    """The spec opening an Install or Validate stream, and the upload's bytes after it.
+
+    ``InstallSpec`` and ``ValidateSpec`` share their fields; Validate has no
+    ``activate`` or ``request_id``.
+    """
+    messages = aiter(request_iterator)
     first = await anext(messages, None)
     if first is None or first.WhichOneof("payload") != "spec":
         raise InvalidArgument.field("spec", "the first message of the stream must carry the spec")
-    return first.spec
-
-
-def _source_type(spec: Any) -> SourceType | None:
-    source = spec.WhichOneof("source")
-    return {"upload": SourceType.UPLOAD, "url": SourceType.URL}.get(source or "")
+    spec = first.spec
+    source = {"upload": SourceType.UPLOAD, "url": SourceType.URL}.get(
+        spec.WhichOneof("source") or ""
+    )
+    has_activate = "activate" in spec.DESCRIPTOR.fields_by_name and spec.HasField("activate")
+    req = InstallRequest(
+        skill_id=spec.skill_id,
+        version=spec.version,
+        source_type=source,
+        url=spec.url,
+        declared_size=spec.upload.size_bytes,
+        sha256=spec.sha256,
+        activate=spec.activate if has_activate else True,
+        request_id=getattr(spec, "request_id", ""),
+    )
+    chunks = _chunks(messages, spec.upload.size_bytes) if source is SourceType.UPLOAD else None
+    return req, chunks
 
 
 async def _chunks(messages: AsyncIterator[Any], declared: int) -> AsyncIterator[bytes]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from skillsvc.core.definitions import Definitions, check_skill_id
 from skillsvc.core.models import Caller, Change, Operation, Package, PackageState
@@ -17,6 +17,7 @@ from skillsvc.errors import FailedPrecondition, InvalidArgument, NotFound
 from skillsvc.store import Store
 
 DOWNLOAD_CHUNK_BYTES: Final = 1024 * 1024
+T = TypeVar("T")
 
 
 def _position(after: object) -> tuple[datetime, str] | None:
@@ -54,29 +55,48 @@ class Catalog:
         self, caller: Caller, skill_id: str, *, page_size: int, page_token: str
     ) -> tuple[list[Operation], str]:
         """A skill's install log, newest first."""
-        await self._definitions.get(caller, skill_id)
-        filters = {"skill": skill_id}
-        page = page_request(page_size, page_token, filters)
-        rows = await self._db.repo.list_operations(skill_id, _position(page.after), page.size + 1)
-        if len(rows) <= page.size:
-            return rows, ""
-        rows = rows[: page.size]
-        last = rows[-1]
-        return rows, next_page_token([last.create_time.isoformat(), last.operation_id], filters)
+        return await self._newest_first(
+            caller,
+            skill_id,
+            page_size,
+            page_token,
+            fetch=self._db.repo.list_operations,
+            position=lambda op: [op.create_time.isoformat(), op.operation_id],
+        )
 
     async def list_packages(
         self, caller: Caller, skill_id: str, *, page_size: int, page_token: str
     ) -> tuple[list[Package], str]:
         """A skill's packages, newest first."""
+        return await self._newest_first(
+            caller,
+            skill_id,
+            page_size,
+            page_token,
+            fetch=self._db.repo.list_packages,
+            position=lambda p: [p.create_time.isoformat(), p.version],
+        )
+
+    async def _newest_first(
+        self,
+        caller: Caller,
+        skill_id: str,
+        page_size: int,
+        page_token: str,
+        *,
+        fetch: Callable[[str, tuple[datetime, str] | None, int], Awaitable[list[T]]],
+        position: Callable[[T], list[str]],
+    ) -> tuple[list[T], str]:
+        """One page of a skill's rows ordered by (time, key) descending."""
         await self._definitions.get(caller, skill_id)
         filters = {"skill": skill_id}
         page = page_request(page_size, page_token, filters)
-        rows = await self._db.repo.list_packages(skill_id, _position(page.after), page.size + 1)
+        # One extra row tells whether another page exists without a count query.
+        rows = await fetch(skill_id, _position(page.after), page.size + 1)
         if len(rows) <= page.size:
             return rows, ""
         rows = rows[: page.size]
-        last = rows[-1]
-        return rows, next_page_token([last.create_time.isoformat(), last.version], filters)
+        return rows, next_page_token(position(rows[-1]), filters)
 
     async def get_package(self, caller: Caller, skill_id: str, version: str) -> Package:
         """One package; an empty version means the current one."""

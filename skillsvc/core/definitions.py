@@ -13,9 +13,9 @@ from typing import Final
 from skillsvc.core.models import Caller, Definition, DefinitionChanges
 from skillsvc.core.naming import SKILL_NAME_RULE, is_valid_skill_name
 from skillsvc.core.paging import next_page_token, page_request
+from skillsvc.core.quotas import check_definition_quota
 from skillsvc.db import Database
 from skillsvc.errors import (
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -74,8 +74,9 @@ def _text_violations(
 class Definitions:
     """The definition use cases."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_skills_per_tenant: int = 100) -> None:
         self._db = db
+        self._max_skills_per_tenant = max_skills_per_tenant
 
     @staticmethod
     def check_can_manage(caller: Caller, tenant: str) -> None:
@@ -110,9 +111,17 @@ class Definitions:
         self.check_can_manage(caller, tenant)
         public = new.public if new.public is not None else tenant == ""
         active = new.active if new.active is not None else True
-        return await self._db.repo.insert_definition(
-            new.skill_id, tenant, new.display_name, new.description, active=active, public=public
-        )
+        async with self._db.transaction() as repo:
+            await repo.lock_tenant(tenant)
+            await check_definition_quota(repo, tenant, self._max_skills_per_tenant)
+            return await repo.insert_definition(
+                new.skill_id,
+                tenant,
+                new.display_name,
+                new.description,
+                active=active,
+                public=public,
+            )
 
     async def get(self, caller: Caller, skill_id: str) -> Definition:
         """The definition, or NOT_FOUND when it does not exist or is not visible."""
@@ -187,27 +196,3 @@ class Definitions:
             updated = await repo.update_definition(skill_id, changes)
         assert updated is not None  # the row was read in this transaction
         return updated
-
-    async def delete(self, caller: Caller, skill_id: str, *, force: bool) -> None:
-        """Delete a definition without packages (``force`` is handled by the store layer)."""
-        check_skill_id(skill_id)
-        async with self._db.transaction() as repo:
-            current = await repo.get_definition(skill_id, caller.visible_tenant)
-            if current is None:
-                raise NotFound(f"skill definition {skill_id!r} not found")
-            self.check_can_manage(caller, current.tenant)
-            packages = await repo.count_packages(skill_id)
-            if packages and not force:
-                raise FailedPrecondition(
-                    f"skill definition {skill_id!r} has {packages} package(s); "
-                    "delete them first or pass force",
-                    reason="HAS_PACKAGES",
-                )
-            if packages:
-                # Packages only come with the install pipeline; until it removes
-                # their files too, refuse rather than leave files without rows.
-                raise FailedPrecondition(
-                    "force-deleting a definition with packages is not available yet",
-                    reason="NOT_AVAILABLE",
-                )
-            await repo.delete_definition(skill_id)

@@ -52,13 +52,17 @@ from skillsvc.core.naming import (
     is_valid_semver,
     is_valid_skill_name,
 )
+from skillsvc.core.progress import parse_operation_id
+from skillsvc.core.quotas import check_version_quota
 from skillsvc.db import Database, NewOperation, OperationChanges, Repository
 from skillsvc.errors import (
     Aborted,
     AlreadyExists,
     Cancelled,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
     ResourceExhausted,
     SkillsvcError,
 )
@@ -111,6 +115,8 @@ class InstallerSettings:
     """Installs waiting for a slot before new ones are refused."""
     heartbeat_seconds: float = 5.0
     """How often this process proves it is alive; others reap it after 3 missed beats."""
+    max_versions_per_skill: int = 50
+    """Version quota: versions (FAILED aside) one skill may hold."""
 
 
 @dataclass
@@ -158,11 +164,14 @@ def report_details(report: Report) -> dict[str, Any]:
     }
 
 
-def check_request(req: InstallRequest) -> None:
+def check_request(req: InstallRequest, *, skill_id_required: bool = True) -> None:
     """Reject malformed specs with every bad field named."""
     violations: list[FieldViolation] = []
     if not req.skill_id:
-        violations.append(FieldViolation("spec.skill_id", "is required"))
+        if skill_id_required:
+            violations.append(FieldViolation("spec.skill_id", "is required"))
+    elif not is_valid_skill_name(req.skill_id):
+        violations.append(FieldViolation("spec.skill_id", f"must be {SKILL_NAME_RULE}"))
     if req.version and (len(req.version) > MAX_VERSION_LENGTH or not is_valid_semver(req.version)):
         violations.append(
             FieldViolation(
@@ -194,6 +203,9 @@ def _error_of(exc: BaseException) -> OperationError:
         )
     if isinstance(exc, _ValidationFailed):
         return OperationError(exc.status, exc.reason, exc.message, report_details(exc.report))
+    if isinstance(exc, ResourceExhausted) and exc.violations:
+        quota = [{"subject": v.subject, "description": v.description} for v in exc.violations]
+        return OperationError(exc.status, exc.reason, exc.message, {"quota_violations": quota})
     if isinstance(exc, SkillsvcError):
         return OperationError(exc.status, exc.reason, exc.message)
     logger.error("install failed unexpectedly", exc_info=exc)
@@ -321,9 +333,29 @@ class Installer:
             if op.version:
                 await self._release(op)
         for instance_id in dead:
+            await self._settle_stashes(instance_id)
             await asyncio.to_thread(self._store.remove_instance_staging, instance_id)
         await repo.delete_instances(sorted(dead & known))
         return reaped
+
+    async def _settle_stashes(self, instance_id: str) -> None:
+        """Finish or undo deletions a dead process left half-done.
+
+        A deleting process moves files out of ``packages/`` before its database
+        transaction commits. If the rows are still there, the transaction did not
+        commit: the files go back. Otherwise the deletion happened: they go.
+        """
+        for path, skill_id, version in await asyncio.to_thread(self._store.stashed, instance_id):
+            if version is None:
+                exists = await self._db.repo.get_definition(skill_id, None) is not None
+            else:
+                exists = await self._db.repo.get_package(skill_id, version, None) is not None
+            if exists and await asyncio.to_thread(self._store.unstash, path, skill_id, version):
+                logger.warning(
+                    "restored %s %s after an interrupted deletion", skill_id, version or ""
+                )
+            else:
+                await asyncio.to_thread(self._store.purge, path)
 
     async def _release(self, op: Operation) -> None:
         """Give up ``op``'s claim on its version and remove a directory it left unrecorded."""
@@ -363,11 +395,7 @@ class Installer:
         check_request(req)
         definition = await self._definitions.get(caller, req.skill_id)
         self._definitions.check_can_manage(caller, definition.tenant)
-        if self._waiting >= self._settings.max_queued:
-            raise ResourceExhausted(
-                f"the install queue is full ({self._settings.max_queued} waiting); retry later",
-                reason="INSTALL_QUEUE_FULL",
-            )
+        self._check_queue()
         assert req.source_type is not None  # check_request
         upload = req.source_type is SourceType.UPLOAD
         op, created = await self._db.repo.insert_operation(
@@ -386,11 +414,30 @@ class Installer:
                 expected_sha256=req.sha256,
                 activate=req.activate,
                 request_id=req.request_id,
+                requested_version=req.version,
                 message="receiving" if upload else "queued",
             )
         )
         if not created:
             return op  # the same request_id was seen before: answer with that operation
+        return await self._begin(op, req, chunks=chunks)
+
+    def _check_queue(self) -> None:
+        if self._waiting >= self._settings.max_queued:
+            raise ResourceExhausted(
+                f"the install queue is full ({self._settings.max_queued} waiting); retry later",
+                reason="INSTALL_QUEUE_FULL",
+            )
+
+    async def _begin(
+        self,
+        op: Operation,
+        req: InstallRequest,
+        *,
+        chunks: AsyncIterator[bytes] | None = None,
+        kept: Spooled | None = None,
+    ) -> Operation:
+        """Reserve the version, get the bytes in, and start the background part."""
         started = time.monotonic()
         work = await asyncio.to_thread(self._store.new_work_dir, self.instance_id, op.operation_id)
         claimed = False
@@ -406,8 +453,7 @@ class Installer:
                 ):
                     raise self._immutable(op.skill_id, req.version)
             spooled = None
-            if upload:
-                assert chunks is not None
+            if chunks is not None:
                 spooled = await self._receive(op, work / "archive", req.declared_size, chunks)
                 op = await self._db.repo.update_operation(
                     op.operation_id,
@@ -418,6 +464,15 @@ class Installer:
                         message="queued",
                     ),
                 )
+            elif kept is not None:
+                archive = work / "archive"
+                if not await asyncio.to_thread(self._store.link_archive, kept.sha256, archive):
+                    raise FailedPrecondition(
+                        "the uploaded bytes of the failed attempt are no longer kept; "
+                        "install again with a new upload",
+                        reason="RETRY_BYTES_EXPIRED",
+                    )
+                spooled = dataclasses.replace(kept, path=archive)
         except asyncio.CancelledError:
             # While receiving, a cancellation is the caller hanging up, unless this
             # process is shutting down.
@@ -437,6 +492,69 @@ class Installer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return op
+
+    async def retry(self, caller: Caller, operation_id: str) -> Operation:
+        """Run a FAILED install again as a new operation, from the same source."""
+        failed = await self._db.repo.get_operation(
+            parse_operation_id(operation_id), caller.visible_tenant
+        )
+        if failed is None:
+            raise NotFound(f"operation {operation_id} not found")
+        # Who may act comes before what state it is in, as for every other write.
+        definition = await self._definitions.get(caller, failed.skill_id)
+        self._definitions.check_can_manage(caller, definition.tenant)
+        if failed.type is not OperationType.INSTALL or failed.state is not OperationState.FAILED:
+            raise FailedPrecondition(
+                f"operation {failed.operation_id} is a {failed.type.value.lower()} in state "
+                f"{failed.state.value}; only FAILED installs can be retried",
+                reason="NOT_RETRYABLE",
+            )
+        self._check_queue()
+        upload = failed.source_type is SourceType.UPLOAD
+        if upload and not failed.archive_sha256:
+            raise FailedPrecondition(
+                "the failed attempt never received all of its bytes; install again",
+                reason="RETRY_BYTES_EXPIRED",
+            )
+        req = InstallRequest(
+            skill_id=failed.skill_id,
+            version=failed.requested_version,
+            source_type=failed.source_type,
+            url=failed.source_uri,
+            declared_size=failed.bytes_total,
+            sha256=failed.expected_sha256,
+            activate=failed.activate,
+            request_id="",
+        )
+        op, _ = await self._db.repo.insert_operation(
+            NewOperation(
+                operation_id=str(uuid.uuid4()),
+                type=OperationType.INSTALL,
+                skill_id=failed.skill_id,
+                version=failed.requested_version,
+                state=OperationState.PENDING,
+                stage=Stage.QUEUED,
+                requested_by=caller.subject,
+                owner=self.instance_id,
+                attempt=failed.attempt + 1,
+                retry_of=failed.operation_id,
+                bytes_total=failed.bytes_total if upload else 0,
+                source_type=failed.source_type,
+                source_uri=failed.source_uri,
+                expected_sha256=failed.expected_sha256,
+                activate=failed.activate,
+                archive_sha256=failed.archive_sha256 if upload else "",
+                requested_version=failed.requested_version,
+                message=f"retry of {failed.operation_id}",
+            )
+        )
+        kept = None
+        if upload:
+            kept = Spooled(Path(), failed.archive_sha256, failed.bytes_total)
+            op = await self._db.repo.update_operation(
+                op.operation_id, OperationChanges(bytes_done=failed.bytes_total)
+            )
+        return await self._begin(op, req, kept=kept)
 
     def _immutable(self, skill_id: str, version: str) -> AlreadyExists:
         return AlreadyExists(
@@ -466,6 +584,10 @@ class Installer:
                         reason="CONCURRENT_INSTALL",
                         metadata={"operation_id": holder.operation_id},
                     )
+            if package is None or package.state is PackageState.FAILED:
+                # A new live version: checked under the skill lock, in the transaction
+                # that creates it, so concurrent installs cannot overshoot the quota.
+                await check_version_quota(tx, op.skill_id, self._settings.max_versions_per_skill)
             await tx.claim_package(
                 skill_id=op.skill_id,
                 version=version,
@@ -496,9 +618,13 @@ class Installer:
 
     # -- validation without installing --------------------------------------------------
 
-    async def validate(self, req: ValidateRequest, chunks: AsyncIterator[bytes] | None) -> Report:
-        """Validate an archive exactly as an install would; nothing outlives the call."""
-        check_validate_request(req)
+    async def validate(self, req: InstallRequest, chunks: AsyncIterator[bytes] | None) -> Report:
+        """Validate an archive exactly as an install would; nothing outlives the call.
+
+        ``skill_id`` and ``version`` are optional here: when given, the manifest must
+        agree with them; ``activate`` and ``request_id`` do not apply.
+        """
+        check_request(req, skill_id_required=False)
         work = await asyncio.to_thread(
             self._store.new_work_dir, self.instance_id, f"validate-{uuid.uuid4().hex}"
         )
@@ -625,15 +751,6 @@ class Installer:
                 await self._reinstall(op, version, spooled, work, started=started)
                 return
         op = await self._stage(op, Stage.COMMITTING, "committing to the store", version=version)
-        final = await asyncio.to_thread(
-            self._store.commit_package,
-            work / "tree",
-            spooled.path,
-            req.skill_id,
-            version,
-            spooled.sha256,
-        )
-        await asyncio.to_thread(self._store.make_writable_and_remove, work)
         files = [
             {"path": f.path, "size": f.size, "sha256": f.sha256, "executable": f.executable}
             for f in report.files
@@ -641,6 +758,19 @@ class Installer:
         manifest = report_details(report)["validation_report"]["manifest"]
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
+            # Held until READY commits, so a deletion cannot drop an archive this
+            # install found in the store and reused.
+            await tx.lock_blob(spooled.sha256)
+            final = await asyncio.to_thread(
+                self._store.commit_package,
+                work / "tree",
+                spooled.path,
+                req.skill_id,
+                version,
+                spooled.sha256,
+            )
+            # Tree and archive were moved out; only the empty work directory is left.
+            await asyncio.to_thread(self._store.make_writable_and_remove, work)
             ok = await tx.mark_package_ready(
                 op.skill_id,
                 version,
@@ -706,7 +836,6 @@ class Installer:
         self, op: Operation, version: str, spooled: Spooled, work: Path, *, started: float
     ) -> None:
         """The version is READY already: same bytes succeed untouched, others are refused."""
-        await asyncio.to_thread(self._store.make_writable_and_remove, work)
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
             package = await tx.get_package_for_update(op.skill_id, version)
@@ -716,7 +845,8 @@ class Installer:
                 reason="CONCURRENT_INSTALL",
             )
         if package.sha256 != spooled.sha256:
-            raise self._immutable(op.skill_id, version)
+            raise self._immutable(op.skill_id, version)  # the bytes stay for a retry
+        await asyncio.to_thread(self._store.make_writable_and_remove, work)
         await self._stage(
             op, Stage.VERIFYING, "identical to the installed version", version=version
         )
@@ -753,9 +883,26 @@ class Installer:
         """
         error = _error_of(exc)
         state = OperationState.CANCELLED if isinstance(exc, Cancelled) else OperationState.FAILED
-        await asyncio.to_thread(self._store.make_writable_and_remove, work)
+        current: Operation | None = None
         try:
             current = await self._db.repo.get_operation(op.operation_id, None)
+            if (
+                current is not None
+                and current.source_type is SourceType.UPLOAD
+                and current.archive_sha256
+                and (work / "archive").exists()
+            ):
+                # Keep the uploaded bytes for a retry; garbage collection drops them
+                # after SKILLSVC_FAILED_RETENTION.
+                await asyncio.to_thread(
+                    self._store.keep_archive, work / "archive", current.archive_sha256
+                )
+        except SkillsvcError as keep_error:
+            logger.warning(
+                "could not keep the bytes of %s: %s", op.operation_id, keep_error.message
+            )
+        await asyncio.to_thread(self._store.make_writable_and_remove, work)
+        try:
             if current is not None and current.version:
                 await self._release(current)
             await self._db.repo.update_operation(
@@ -771,45 +918,3 @@ class Installer:
             )
         INSTALL_TOTAL.labels("failed", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
         INSTALL_DURATION.observe(time.monotonic() - started)
-
-
-@dataclass(frozen=True)
-class ValidateRequest:
-    """What the Validate RPC asks."""
-
-    skill_id: str
-    """Expected manifest name, or empty."""
-    version: str
-    """Expected version, or empty."""
-    source_type: SourceType | None
-    """Upload or URL."""
-    url: str
-    """URL sources: the URL."""
-    declared_size: int
-    """Uploads: the exact size."""
-    sha256: str
-    """Expected digest, or empty."""
-
-
-def check_validate_request(req: ValidateRequest) -> None:
-    """Reject malformed Validate specs, naming every bad field."""
-    violations: list[FieldViolation] = []
-    if req.skill_id and not is_valid_skill_name(req.skill_id):
-        violations.append(FieldViolation("spec.skill_id", f"must be {SKILL_NAME_RULE}"))
-    try:
-        check_request(
-            InstallRequest(
-                skill_id=req.skill_id or "x",
-                version=req.version,
-                source_type=req.source_type,
-                url=req.url,
-                declared_size=req.declared_size,
-                sha256=req.sha256,
-                activate=False,
-                request_id="",
-            )
-        )
-    except InvalidArgument as exc:
-        violations += exc.violations
-    if violations:
-        raise InvalidArgument("invalid validate spec", violations)

@@ -196,6 +196,8 @@ class Operation:
     """Last progress message."""
     seq: int
     """Change counter; grows by one with every update."""
+    requested_version: str
+    """Installs: the version the caller asked for (empty: from the manifest)."""
     create_time: datetime
     """When recorded."""
     update_time: datetime

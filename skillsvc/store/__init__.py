@@ -4,7 +4,8 @@ Layout under the root (SPEC §5)::
 
     packages/<skill_id>/<version>/   extracted, read-only
     packages/<skill_id>/current      symlink to the current version
-    blobs/sha256/<hex>               original archives
+    blobs/sha256/<hex>               original archives of installed packages
+    kept/sha256/<hex>                bytes of failed uploads, kept for Retry until gc
     staging/<instance_id>/           one private work area per server process
     staging/.trash/                  removed trees, already out of packages/
 

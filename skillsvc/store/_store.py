@@ -51,6 +51,9 @@ CURRENT: Final = "current"
 never clash with a version directory: "current" is not a semantic version."""
 
 _TRASH: Final = ".trash"
+# Inside an instance's staging: directories moved out of packages/ whose deletion has
+# not been confirmed by the database yet.
+_STASH: Final = "stash"
 _CURRENT_TMP_PREFIX: Final = ".current-"
 _FILE_MODE: Final = 0o444
 _EXEC_FILE_MODE: Final = 0o555
@@ -111,6 +114,8 @@ class Store:
         """``packages/``: one directory per skill, one read-only tree per version."""
         self.blobs = root / "blobs" / "sha256"
         """``blobs/sha256/``: original archives named by their SHA-256."""
+        self.kept = root / "kept" / "sha256"
+        """``kept/sha256/``: bytes of failed uploads, kept for Retry until gc."""
         self.staging = root / "staging"
         """``staging/``: private work area on the same filesystem, for atomic renames."""
         self.trash = self.staging / _TRASH
@@ -128,7 +133,7 @@ class Store:
         every commit and removal is a ``rename`` between them.
         """
         with _os_errors("create its directories"):
-            for directory in (self.packages, self.blobs):
+            for directory in (self.packages, self.blobs, self.kept):
                 directory.mkdir(parents=True, exist_ok=True)
             self.staging.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
             devices = {os.stat(d).st_dev for d in (self.packages, self.blobs, self.staging)}
@@ -328,12 +333,7 @@ class Store:
             os.chmod(archive, _BLOB_MODE)
             _fsops.make_durable(tree, archive, use_syncfs=self.use_syncfs)
 
-            if stat.S_ISREG(_lstat_mode(blob)):
-                # Same digest, same bytes: whoever put it there made it durable.
-                os.unlink(archive)
-            else:
-                os.rename(archive, blob)
-                _fsops.fsync_path(self.blobs)
+            self._adopt_blob(archive, blob)
 
             if _ensure_dir(skill_dir):
                 _fsops.fsync_path(self.packages)
@@ -347,6 +347,182 @@ class Store:
             if leftover is not None:
                 _fsops.make_writable_and_remove(leftover)
         return target
+
+    def _adopt_blob(self, archive: Path, blob: Path) -> None:
+        if stat.S_ISREG(_lstat_mode(blob)):
+            # Same digest, same bytes: whoever put it there made it durable.
+            os.unlink(archive)
+        else:
+            os.rename(archive, blob)
+            _fsops.fsync_path(self.blobs)
+
+    def kept_path(self, sha256: str) -> Path:
+        """``kept/sha256/<hex>``: the kept bytes of a failed upload."""
+        if not _SHA256_HEX.fullmatch(sha256):
+            raise InvalidArgument.field("sha256", "must be 64 lower-case hex digits")
+        return self.kept / sha256
+
+    def keep_archive(self, archive: Path, sha256: str) -> None:
+        """Move a staged, already flushed archive to ``kept/sha256/<hex>``.
+
+        The bytes of failed uploads live there, apart from the archives of installed
+        packages (a failed install leaves no blob), so that a retry needs no new
+        upload; gc removes them after the retention period.
+        """
+        kept = self.kept_path(sha256)
+        archive = self._staged(archive, "archive", directory=False)
+        with _os_errors("keep the archive"):
+            self.kept.mkdir(parents=True, exist_ok=True)
+            os.chmod(archive, _BLOB_MODE)
+            if stat.S_ISREG(_lstat_mode(kept)):
+                os.unlink(archive)
+            else:
+                os.rename(archive, kept)
+                _fsops.fsync_path(self.kept)
+
+    def link_archive(self, sha256: str, dest: Path) -> bool:
+        """Hard-link stored bytes (kept, or an installed package's) to ``dest`` in staging.
+
+        False when neither has them any more.
+        """
+        if not dest.parent.resolve().is_relative_to(self.staging.resolve()):
+            raise InvalidArgument.field("dest", "must be inside staging")
+        with _os_errors("link the archive"):
+            for source in (self.kept_path(sha256), self.blob_path(sha256)):
+                try:
+                    os.link(source, dest)
+                except FileNotFoundError:
+                    continue
+                return True
+        return False
+
+    def blob_digests(self) -> list[str]:
+        """The digests of every installed package's archive."""
+        return self._digests(self.blobs)
+
+    def kept_digests(self) -> list[str]:
+        """The digests of every failed upload's kept bytes."""
+        return self._digests(self.kept)
+
+    def _digests(self, directory: Path) -> list[str]:
+        with _os_errors("list archives"):
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                return []
+        return sorted(e.name for e in entries if _SHA256_HEX.fullmatch(e.name))
+
+    def remove_kept(self, sha256: str) -> None:
+        """Drop a failed upload's kept bytes; missing is fine."""
+        kept = self.kept_path(sha256)
+        with _os_errors("remove kept bytes"):
+            try:
+                os.unlink(kept)
+            except FileNotFoundError:
+                return
+            _fsops.fsync_path(self.kept)
+
+    def blob_intact(self, sha256: str) -> bool:
+        """True when the stored archive exists and still hashes to its name."""
+        blob = self.blob_path(sha256)
+        with _os_errors("check the archive"):
+            try:
+                fd = _fsops.open_no_follow(str(blob))
+            except OSError:  # missing, or a link where the archive should be
+                return False
+            try:
+                return _fsops.sha256_fd(fd) == sha256
+            finally:
+                os.close(fd)
+
+    def versions_on_disk(self) -> dict[str, list[str]]:
+        """skill → the version directories present under ``packages/`` (links excluded)."""
+        found: dict[str, list[str]] = {}
+        with _os_errors("list packages"):
+            try:
+                skills = list(os.scandir(self.packages))
+            except FileNotFoundError:
+                return {}
+            for skill in skills:
+                if not skill.is_dir(follow_symlinks=False):
+                    continue
+                found[skill.name] = sorted(
+                    v.name
+                    for v in os.scandir(skill.path)
+                    if v.is_dir(follow_symlinks=False) and is_valid_semver(v.name)
+                )
+        return found
+
+    # -- deletion that a crash cannot half-do -----------------------------------------
+
+    def stash(self, instance_id: str, skill_id: str, version: str | None = None) -> Path | None:
+        """Move a version's (or a whole skill's) directory out of ``packages/`` at once.
+
+        It goes to ``staging/<instance>/stash/`` under a name that records what it was,
+        so that if the process dies before the database change that goes with it
+        commits, recovery can put it back (:meth:`unstash`) or finish the job
+        (:meth:`purge`). Returns None when there was nothing to move.
+        """
+        target = (
+            self.skill_dir(skill_id) if version is None else self.version_dir(skill_id, version)
+        )
+        if version is not None and self.current_version(skill_id) == version:
+            raise FailedPrecondition(
+                f"version {version} is the current version of skill {skill_id}",
+                reason="VERSION_IS_CURRENT",
+            )
+        with _os_errors("move the package out of the store"):
+            if not _lstat_mode(target):
+                return None
+            stash_dir = self.instance_staging(instance_id) / _STASH
+            stash_dir.mkdir(mode=_PRIVATE_DIR_MODE, exist_ok=True)
+            name = f"{skill_id}@{version or ''}#{uuid.uuid4().hex[:12]}"
+            dest = stash_dir / name
+            mode = os.lstat(target).st_mode
+            if stat.S_ISDIR(mode) and not mode & stat.S_IWUSR:
+                os.chmod(target, stat.S_IMODE(mode) | stat.S_IWUSR)
+            os.rename(target, dest)
+            _fsops.fsync_path(target.parent)
+            _fsops.fsync_path(stash_dir)
+        return dest
+
+    def stashed(self, instance_id: str) -> list[tuple[Path, str, str | None]]:
+        """An instance's stashed directories as ``(path, skill_id, version or None)``."""
+        stash_dir = self.staging / _staging_name(instance_id, "instance_id") / _STASH
+        found: list[tuple[Path, str, str | None]] = []
+        with _os_errors("list stashed packages"):
+            try:
+                entries = list(os.scandir(stash_dir))
+            except FileNotFoundError:
+                return []
+        for entry in entries:
+            what, _, _suffix = entry.name.partition("#")
+            skill_id, _, version = what.partition("@")
+            if is_valid_skill_name(skill_id) and (not version or is_valid_semver(version)):
+                found.append((Path(entry.path), skill_id, version or None))
+        return found
+
+    def unstash(self, path: Path, skill_id: str, version: str | None) -> bool:
+        """Put a stashed directory back where it was; False if that place is taken."""
+        target = (
+            self.skill_dir(skill_id) if version is None else self.version_dir(skill_id, version)
+        )
+        with _os_errors("restore the package"):
+            if _lstat_mode(target):
+                return False
+            _ensure_dir(target.parent)
+            os.rename(path, target)
+            if version is not None:
+                os.chmod(target, _DIR_MODE)
+            _fsops.fsync_path(target.parent)
+        return True
+
+    def purge(self, path: Path) -> None:
+        """Delete a stashed directory for good."""
+        if not path.resolve().is_relative_to(self.staging.resolve()):
+            raise InvalidArgument.field("path", "must be inside staging")
+        with _os_errors("delete the stashed package"):
+            _fsops.make_writable_and_remove(path)
 
     def _move_to_trash(self, path: Path) -> Path:
         """Rename ``path`` into ``staging/.trash/`` and return where it went."""
@@ -469,10 +645,10 @@ class Store:
             return verify_tree(target, files)
 
     def usage_bytes(self) -> int:
-        """Total size of the regular files under ``packages/`` and ``blobs/``."""
+        """Total size of the regular files under ``packages/``, ``blobs/`` and ``kept/``."""
         total = 0
         with _os_errors("measure its size"):
-            for top in (self.packages, self.blobs.parent):
+            for top in (self.packages, self.blobs.parent, self.kept.parent):
                 total += _regular_bytes(top)
         return total
 

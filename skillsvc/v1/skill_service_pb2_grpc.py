@@ -30,13 +30,18 @@ if _version_not_supported:
 class SkillServiceStub:
     """Manages skill definitions and their installed package versions.
 
-    Every RPC needs a bearer token in the `authorization` metadata when the server runs
-    with `SKILLSVC_AUTH=jwt`. Errors use the standard gRPC codes: bad request fields are
-    INVALID_ARGUMENT with `google.rpc.BadRequest` details, unknown (or invisible) ids
-    are NOT_FOUND, conflicts with immutable versions ALREADY_EXISTS, state conflicts
-    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED, and an unreachable
-    database or store UNAVAILABLE. Every error also carries a `google.rpc.ErrorInfo`
-    whose `reason` is stable.
+    Every RPC needs a bearer token in the `authorization` metadata (`Bearer <jwt>`)
+    when the server runs with `SKILLSVC_AUTH=jwt`; a missing, expired or invalid token
+    is UNAUTHENTICATED, a role that may not call the RPC (or manage the skill) is
+    PERMISSION_DENIED, and another tenant's private skills, packages and operations
+    are NOT_FOUND, like ids that do not exist. Health and reflection need no token.
+
+    Errors use the standard gRPC codes: bad request fields are INVALID_ARGUMENT with
+    `google.rpc.BadRequest` details, unknown (or invisible) ids are NOT_FOUND,
+    conflicts with immutable versions ALREADY_EXISTS, state conflicts
+    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED (quotas with a
+    `google.rpc.QuotaFailure`), and an unreachable database or store UNAVAILABLE.
+    Every error also carries a `google.rpc.ErrorInfo` whose `reason` is stable.
     """
 
     def __init__(self, channel):
@@ -130,13 +135,18 @@ class SkillServiceStub:
 class SkillServiceServicer:
     """Manages skill definitions and their installed package versions.
 
-    Every RPC needs a bearer token in the `authorization` metadata when the server runs
-    with `SKILLSVC_AUTH=jwt`. Errors use the standard gRPC codes: bad request fields are
-    INVALID_ARGUMENT with `google.rpc.BadRequest` details, unknown (or invisible) ids
-    are NOT_FOUND, conflicts with immutable versions ALREADY_EXISTS, state conflicts
-    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED, and an unreachable
-    database or store UNAVAILABLE. Every error also carries a `google.rpc.ErrorInfo`
-    whose `reason` is stable.
+    Every RPC needs a bearer token in the `authorization` metadata (`Bearer <jwt>`)
+    when the server runs with `SKILLSVC_AUTH=jwt`; a missing, expired or invalid token
+    is UNAUTHENTICATED, a role that may not call the RPC (or manage the skill) is
+    PERMISSION_DENIED, and another tenant's private skills, packages and operations
+    are NOT_FOUND, like ids that do not exist. Health and reflection need no token.
+
+    Errors use the standard gRPC codes: bad request fields are INVALID_ARGUMENT with
+    `google.rpc.BadRequest` details, unknown (or invisible) ids are NOT_FOUND,
+    conflicts with immutable versions ALREADY_EXISTS, state conflicts
+    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED (quotas with a
+    `google.rpc.QuotaFailure`), and an unreachable database or store UNAVAILABLE.
+    Every error also carries a `google.rpc.ErrorInfo` whose `reason` is stable.
     """
 
     def CreateSkillDefinition(self, request, context):
@@ -358,13 +368,18 @@ def add_SkillServiceServicer_to_server(servicer, server):
 class SkillService:
     """Manages skill definitions and their installed package versions.
 
-    Every RPC needs a bearer token in the `authorization` metadata when the server runs
-    with `SKILLSVC_AUTH=jwt`. Errors use the standard gRPC codes: bad request fields are
-    INVALID_ARGUMENT with `google.rpc.BadRequest` details, unknown (or invisible) ids
-    are NOT_FOUND, conflicts with immutable versions ALREADY_EXISTS, state conflicts
-    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED, and an unreachable
-    database or store UNAVAILABLE. Every error also carries a `google.rpc.ErrorInfo`
-    whose `reason` is stable.
+    Every RPC needs a bearer token in the `authorization` metadata (`Bearer <jwt>`)
+    when the server runs with `SKILLSVC_AUTH=jwt`; a missing, expired or invalid token
+    is UNAUTHENTICATED, a role that may not call the RPC (or manage the skill) is
+    PERMISSION_DENIED, and another tenant's private skills, packages and operations
+    are NOT_FOUND, like ids that do not exist. Health and reflection need no token.
+
+    Errors use the standard gRPC codes: bad request fields are INVALID_ARGUMENT with
+    `google.rpc.BadRequest` details, unknown (or invisible) ids are NOT_FOUND,
+    conflicts with immutable versions ALREADY_EXISTS, state conflicts
+    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED (quotas with a
+    `google.rpc.QuotaFailure`), and an unreachable database or store UNAVAILABLE.
+    Every error also carries a `google.rpc.ErrorInfo` whose `reason` is stable.
     """
 
     @staticmethod

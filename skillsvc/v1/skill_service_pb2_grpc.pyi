@@ -31,13 +31,18 @@ GRPC_VERSION: str
 class SkillServiceStub:
     """Manages skill definitions and their installed package versions.
 
-    Every RPC needs a bearer token in the `authorization` metadata when the server runs
-    with `SKILLSVC_AUTH=jwt`. Errors use the standard gRPC codes: bad request fields are
-    INVALID_ARGUMENT with `google.rpc.BadRequest` details, unknown (or invisible) ids
-    are NOT_FOUND, conflicts with immutable versions ALREADY_EXISTS, state conflicts
-    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED, and an unreachable
-    database or store UNAVAILABLE. Every error also carries a `google.rpc.ErrorInfo`
-    whose `reason` is stable.
+    Every RPC needs a bearer token in the `authorization` metadata (`Bearer <jwt>`)
+    when the server runs with `SKILLSVC_AUTH=jwt`; a missing, expired or invalid token
+    is UNAUTHENTICATED, a role that may not call the RPC (or manage the skill) is
+    PERMISSION_DENIED, and another tenant's private skills, packages and operations
+    are NOT_FOUND, like ids that do not exist. Health and reflection need no token.
+
+    Errors use the standard gRPC codes: bad request fields are INVALID_ARGUMENT with
+    `google.rpc.BadRequest` details, unknown (or invisible) ids are NOT_FOUND,
+    conflicts with immutable versions ALREADY_EXISTS, state conflicts
+    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED (quotas with a
+    `google.rpc.QuotaFailure`), and an unreachable database or store UNAVAILABLE.
+    Every error also carries a `google.rpc.ErrorInfo` whose `reason` is stable.
     """
 
     @_typing.overload
@@ -102,13 +107,18 @@ class SkillServiceStub:
 class SkillServiceAsyncStub(SkillServiceStub):
     """Manages skill definitions and their installed package versions.
 
-    Every RPC needs a bearer token in the `authorization` metadata when the server runs
-    with `SKILLSVC_AUTH=jwt`. Errors use the standard gRPC codes: bad request fields are
-    INVALID_ARGUMENT with `google.rpc.BadRequest` details, unknown (or invisible) ids
-    are NOT_FOUND, conflicts with immutable versions ALREADY_EXISTS, state conflicts
-    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED, and an unreachable
-    database or store UNAVAILABLE. Every error also carries a `google.rpc.ErrorInfo`
-    whose `reason` is stable.
+    Every RPC needs a bearer token in the `authorization` metadata (`Bearer <jwt>`)
+    when the server runs with `SKILLSVC_AUTH=jwt`; a missing, expired or invalid token
+    is UNAUTHENTICATED, a role that may not call the RPC (or manage the skill) is
+    PERMISSION_DENIED, and another tenant's private skills, packages and operations
+    are NOT_FOUND, like ids that do not exist. Health and reflection need no token.
+
+    Errors use the standard gRPC codes: bad request fields are INVALID_ARGUMENT with
+    `google.rpc.BadRequest` details, unknown (or invisible) ids are NOT_FOUND,
+    conflicts with immutable versions ALREADY_EXISTS, state conflicts
+    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED (quotas with a
+    `google.rpc.QuotaFailure`), and an unreachable database or store UNAVAILABLE.
+    Every error also carries a `google.rpc.ErrorInfo` whose `reason` is stable.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -169,13 +179,18 @@ class SkillServiceAsyncStub(SkillServiceStub):
 class SkillServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages skill definitions and their installed package versions.
 
-    Every RPC needs a bearer token in the `authorization` metadata when the server runs
-    with `SKILLSVC_AUTH=jwt`. Errors use the standard gRPC codes: bad request fields are
-    INVALID_ARGUMENT with `google.rpc.BadRequest` details, unknown (or invisible) ids
-    are NOT_FOUND, conflicts with immutable versions ALREADY_EXISTS, state conflicts
-    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED, and an unreachable
-    database or store UNAVAILABLE. Every error also carries a `google.rpc.ErrorInfo`
-    whose `reason` is stable.
+    Every RPC needs a bearer token in the `authorization` metadata (`Bearer <jwt>`)
+    when the server runs with `SKILLSVC_AUTH=jwt`; a missing, expired or invalid token
+    is UNAUTHENTICATED, a role that may not call the RPC (or manage the skill) is
+    PERMISSION_DENIED, and another tenant's private skills, packages and operations
+    are NOT_FOUND, like ids that do not exist. Health and reflection need no token.
+
+    Errors use the standard gRPC codes: bad request fields are INVALID_ARGUMENT with
+    `google.rpc.BadRequest` details, unknown (or invisible) ids are NOT_FOUND,
+    conflicts with immutable versions ALREADY_EXISTS, state conflicts
+    FAILED_PRECONDITION, limits and quotas RESOURCE_EXHAUSTED (quotas with a
+    `google.rpc.QuotaFailure`), and an unreachable database or store UNAVAILABLE.
+    Every error also carries a `google.rpc.ErrorInfo` whose `reason` is stable.
     """
 
     @_abc_1.abstractmethod

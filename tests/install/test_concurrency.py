@@ -94,22 +94,22 @@ async def test_same_version_raced_one_proceeds_the_other_is_aborted(stub: Stub) 
 
 
 async def test_many_concurrent_callers_on_one_skill(stub: Stub, db: asyncpg.Connection) -> None:
-    """60 installs of distinct versions of one skill at once: all land, serialised."""
+    """50 installs (the default version quota) of one skill at once: all land, serialised."""
     await create_skill(stub, "busy")
-    archives = [skill_archive("busy", f"1.0.{i}") for i in range(60)]
+    archives = [skill_archive("busy", f"1.0.{i}") for i in range(50)]
     ops = await asyncio.gather(*(install(stub, "busy", a) for a in archives))
     finals = await asyncio.gather(*(events(stub, op.operation_id) for op in ops))
     assert all(f[-1].state == OK for f in finals), [
         f[-1].error for f in finals if f[-1].state != OK
     ]
-    assert await db.fetchval("SELECT count(*) FROM skill_packages WHERE state = 'READY'") == 60
+    assert await db.fetchval("SELECT count(*) FROM skill_packages WHERE state = 'READY'") == 50
     # Each activation recorded the version that was current before it: one chain.
     rows = await db.fetch(
         "SELECT version, previous_version FROM skill_activations ORDER BY activation_id"
     )
-    assert len(rows) == 60
+    assert len(rows) == 50
     assert rows[0]["previous_version"] is None
-    assert all(rows[i]["previous_version"] == rows[i - 1]["version"] for i in range(1, 60))
+    assert all(rows[i]["previous_version"] == rows[i - 1]["version"] for i in range(1, 50))
     current = await db.fetchval(
         "SELECT current_version FROM skill_definitions WHERE skill_id = 'busy'"
     )
@@ -140,12 +140,12 @@ async def test_concurrency_limit_queues_installs(make_app, db: asyncpg.Connectio
         stub = skill_service_pb2_grpc.SkillServiceStub(channel)
         await create_skill(stub, "limited")
         ops = await asyncio.gather(
-            *(install(stub, "limited", skill_archive("limited", f"2.0.{i}")) for i in range(60))
+            *(install(stub, "limited", skill_archive("limited", f"2.0.{i}")) for i in range(50))
         )
         finals = await asyncio.gather(*(events(stub, op.operation_id) for op in ops))
     await db.execute("SELECT 1")
     assert all(f[-1].state == OK for f in finals)
-    assert queued_seen == 60
+    assert queued_seen == 50
     assert 1 <= peak <= 5
 
 

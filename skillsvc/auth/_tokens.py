@@ -1,0 +1,176 @@
+"""Bearer tokens: turn ``authorization`` metadata into a :class:`Caller`, mint tokens.
+
+Token rules (SPEC §7):
+
+- ``authorization: Bearer <jwt>``, exactly one such header;
+- signed with the configured key, with the one algorithm that key admits (see
+  :mod:`skillsvc.auth._keys`); ``exp`` is required, ``iat``/``nbf`` are checked when
+  present, all with a small leeway for clock skew; ``iss``/``aud`` must match when
+  configured (and a token carrying an ``aud`` is refused when none is configured);
+- claims: ``sub`` (required, non-empty string), ``tenant`` (required string, empty
+  for platform callers: a missing claim is refused rather than read as "platform"),
+  ``roles`` (list of strings; missing means no roles). Roles other than ``admin``,
+  ``publisher`` and ``reader`` are ignored, so one token may serve several services.
+
+Failures raise :class:`~skillsvc.errors.Unauthenticated` with a stable reason:
+``TOKEN_MISSING``, ``TOKEN_EXPIRED`` or ``TOKEN_INVALID``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol
+
+import jwt
+
+from skillsvc.auth._keys import HS256, PublicKey, check_secret
+from skillsvc.auth._policy import ROLES
+from skillsvc.core.definitions import MAX_TENANT
+from skillsvc.core.models import ANONYMOUS_ADMIN, Caller
+from skillsvc.errors import Unauthenticated
+
+MAX_SUBJECT: Final = 256
+"""Longest ``sub`` accepted (it is stored as ``requested_by``)."""
+
+_REQUIRED: Final = ("exp", "sub", "tenant")
+
+
+class Authenticator(Protocol):
+    """Turns the ``authorization`` metadata values of a call into a caller."""
+
+    def authenticate(self, authorization: Sequence[str]) -> Caller:
+        """The caller, or raise Unauthenticated."""
+        ...
+
+
+class NoAuthentication:
+    """``SKILLSVC_AUTH=none``: every caller is the platform admin (loopback only)."""
+
+    def authenticate(self, authorization: Sequence[str]) -> Caller:
+        """Always :data:`~skillsvc.core.models.ANONYMOUS_ADMIN`; tokens are not read."""
+        return ANONYMOUS_ADMIN
+
+
+def _invalid(message: str) -> Unauthenticated:
+    return Unauthenticated(message, reason="TOKEN_INVALID")
+
+
+class JwtAuthentication:
+    """``SKILLSVC_AUTH=jwt``: verifies bearer tokens with one key."""
+
+    def __init__(
+        self,
+        key: bytes | PublicKey,
+        algorithms: tuple[str, ...],
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway_seconds: float = 30.0,
+    ) -> None:
+        self._key = key
+        self._algorithms = list(algorithms)
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    def authenticate(self, authorization: Sequence[str]) -> Caller:
+        """Verify the one ``Bearer`` token in ``authorization``."""
+        if not authorization:
+            raise Unauthenticated(
+                "a bearer token is required: send `authorization: Bearer <token>` metadata",
+                reason="TOKEN_MISSING",
+            )
+        if len(authorization) > 1:
+            raise _invalid("send exactly one authorization header")
+        scheme, _, token = authorization[0].strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _invalid("the authorization header must be `Bearer <token>`")
+        return self.verify(token)
+
+    def verify(self, token: str) -> Caller:
+        """The caller a token names, or raise Unauthenticated."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options={"require": list(_REQUIRED), "enforce_minimum_key_length": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the token has expired", reason="TOKEN_EXPIRED") from None
+        except jwt.PyJWTError as exc:
+            raise _invalid(f"invalid token: {exc}") from None
+        except (ValueError, TypeError) as exc:  # garbage PyJWT did not classify
+            raise _invalid(f"invalid token: {type(exc).__name__}") from None
+        return caller_from_claims(claims)
+
+
+def caller_from_claims(claims: dict[str, Any]) -> Caller:
+    """The caller named by verified claims; Unauthenticated if they are malformed."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT:
+        raise _invalid(f"the sub claim must be a string of 1-{MAX_SUBJECT} characters")
+    tenant = claims.get("tenant")
+    if not isinstance(tenant, str) or len(tenant) > MAX_TENANT:
+        raise _invalid(
+            f"the tenant claim must be a string of at most {MAX_TENANT} characters "
+            "(empty for platform callers)"
+        )
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise _invalid("the roles claim must be a list of strings")
+    return Caller(subject=subject, tenant=tenant, roles=frozenset(r for r in roles if r in ROLES))
+
+
+_TTL: Final = re.compile(r"(\d+)([smhd]?)")
+_UNIT_SECONDS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> int:
+    """Seconds in ``30s``, ``15m``, ``1h``, ``7d`` or a plain number; ValueError otherwise."""
+    match = _TTL.fullmatch(text.strip())
+    if match is None or int(match[1]) == 0:
+        raise ValueError(f"expected a positive duration such as 30m, 1h or 7d, got {text!r}")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def mint_token(
+    secret: str,
+    *,
+    subject: str,
+    tenant: str,
+    roles: Iterable[str],
+    ttl_seconds: int,
+    issuer: str | None = None,
+    audience: str | None = None,
+    now: float | None = None,
+) -> str:
+    """An HS256 token for development and tests; ValueError for unusable input."""
+    key = check_secret(secret)
+    role_list = list(dict.fromkeys(roles))
+    unknown = [r for r in role_list if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}; use {', '.join(ROLES)}")
+    if not subject or len(subject) > MAX_SUBJECT:
+        raise ValueError(f"the subject must be 1-{MAX_SUBJECT} characters")
+    if len(tenant) > MAX_TENANT:
+        raise ValueError(f"the tenant must be at most {MAX_TENANT} characters")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "tenant": tenant,
+        "roles": role_list,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, key, algorithm=HS256[0])

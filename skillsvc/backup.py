@@ -1,0 +1,211 @@
+"""``skillsvc backup DIR`` and ``skillsvc restore DIR``.
+
+A backup directory holds ``database.dump`` (``pg_dump --format=custom`` of the service's
+database), ``store/`` (``packages/`` and ``blobs/`` of the file store, links kept) and
+``backup.json`` (what was backed up, from which versions). The database is dumped first,
+from one snapshot; packages are immutable, so copying the store afterwards gives every
+package in the dump its files unless it was deleted in between, which the backup checks
+and reports.
+
+Restore loads the dump into an empty database (refusing one that has skills), applies
+any newer migrations, and copies the store into an empty store. The restored service
+then starts like after a crash: operations left running in the backup are marked
+interrupted, processes of the old deployment are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from skillsvc import __version__
+from skillsvc.db import load_migrations, migrate
+from skillsvc.db._embedded import EmbeddedPostgres
+from skillsvc.db._maintenance import Maintenance
+from skillsvc.errors import FailedPrecondition, InvalidArgument, Unavailable
+from skillsvc.store import Store
+
+FORMAT = 1
+
+
+def _tool_major(path: Path) -> int | None:
+    try:
+        out = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\) (\d+)", out)
+    return int(match[1]) if match else None
+
+
+def pg_tool(name: str, server_major: int) -> Path:
+    """The ``pg_dump``/``pg_restore`` to use against a server of ``server_major``.
+
+    A tool of the server's own major version is preferred (Debian's
+    /usr/lib/postgresql/<major>/bin, then PATH): pg_dump refuses newer servers, and an
+    older server may not understand what a newer pg_restore sends. Otherwise the
+    embedded package's tools, the newest PostgreSQL skillsvc supports.
+    """
+    candidates = [Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")]
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(Path(on_path))
+    candidates.append(EmbeddedPostgres.tools_dir() / name)
+    for candidate in candidates:
+        if candidate.is_file() and _tool_major(candidate) == server_major:
+            return candidate
+    embedded = EmbeddedPostgres.tools_dir() / name
+    if embedded.is_file() and (_tool_major(embedded) or 0) >= server_major:
+        return embedded
+    raise Unavailable(f"no {name} found that can work with PostgreSQL {server_major}")
+
+
+async def _server_major(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SHOW server_version_num")) // 10000
+    finally:
+        await conn.close()
+
+
+async def _run(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise Unavailable(
+            f"{Path(args[0]).name} failed ({proc.returncode}): {(err or out).decode()[-2000:]}"
+        )
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    if src.exists():
+        shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+
+
+def _empty_or_missing(path: Path) -> bool:
+    return not path.exists() or not any(path.iterdir())
+
+
+def _prepare_destination(dest: Path) -> None:
+    if not _empty_or_missing(dest):
+        raise InvalidArgument.field("DIR", f"{dest} exists and is not empty")
+    dest.mkdir(parents=True, exist_ok=True)
+
+
+def _read_backup_info(src: Path) -> dict[str, Any]:
+    info_file = src / "backup.json"
+    if not info_file.is_file() or not (src / "database.dump").is_file():
+        raise InvalidArgument.field("DIR", f"{src} is not a skillsvc backup")
+    info: dict[str, Any] = json.loads(info_file.read_text())
+    if info.get("format") != FORMAT:
+        raise InvalidArgument.field("DIR", f"unsupported backup format {info.get('format')}")
+    return info
+
+
+def _missing_from_copy(dest: Path, ready: list[Any]) -> list[str]:
+    return [
+        f"{p.skill_id} {p.version}"
+        for p in ready
+        if not (dest / "store" / "packages" / p.skill_id / p.version).is_dir()
+        or not (dest / "store" / "blobs" / "sha256" / p.sha256).is_file()
+    ]
+
+
+async def backup(url: str, store: Store, dest: Path) -> dict[str, Any]:
+    """Write a backup of the database at ``url`` and of ``store`` into ``dest``."""
+    await asyncio.to_thread(_prepare_destination, dest)
+    major = await _server_major(url)
+    await _run(
+        str(pg_tool("pg_dump", major)),
+        "--format=custom",
+        "--no-owner",
+        "--no-privileges",
+        f"--file={dest / 'database.dump'}",
+        url,
+    )
+    await asyncio.to_thread(_copy_tree, store.packages, dest / "store" / "packages")
+    await asyncio.to_thread(_copy_tree, store.blobs, dest / "store" / "blobs" / "sha256")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.set_type_codec(
+            "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+        ready = await Maintenance(conn).ready_packages()
+        schema = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+    finally:
+        await conn.close()
+    missing = await asyncio.to_thread(_missing_from_copy, dest, ready)
+    info = {
+        "format": FORMAT,
+        "created": datetime.now(UTC).isoformat(),
+        "skillsvc_version": __version__,
+        "schema_version": schema,
+        "postgres_major": major,
+        "ready_packages": len(ready),
+        "missing_from_store_copy": missing,
+    }
+    await asyncio.to_thread((dest / "backup.json").write_text, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+async def restore(url: str, store: Store, src: Path) -> dict[str, Any]:
+    """Restore the backup in ``src`` into the empty database at ``url`` and ``store``."""
+    info = await asyncio.to_thread(_read_backup_info, src)
+    if int(info.get("schema_version") or 0) > load_migrations()[-1].version:
+        raise FailedPrecondition(
+            "the backup comes from a newer skillsvc; upgrade before restoring",
+            reason="BACKUP_TOO_NEW",
+        )
+    conn = await asyncpg.connect(url)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('skill_definitions') IS NOT NULL")
+        if exists and await conn.fetchval("SELECT count(*) FROM skill_definitions"):
+            raise FailedPrecondition(
+                "the target database already holds skills; restore into an empty one",
+                reason="TARGET_NOT_EMPTY",
+            )
+        major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+    finally:
+        await conn.close()
+    empty = await asyncio.to_thread(
+        lambda: _empty_or_missing(store.packages) and _empty_or_missing(store.blobs)
+    )
+    if not empty:
+        raise FailedPrecondition(
+            f"the store at {store.root} is not empty; restore into an empty one",
+            reason="TARGET_NOT_EMPTY",
+        )
+    await _run(
+        str(pg_tool("pg_restore", major)),
+        "--clean",
+        "--if-exists",
+        "--no-owner",
+        "--no-privileges",
+        "--single-transaction",
+        "--exit-on-error",
+        f"--dbname={url}",
+        str(src / "database.dump"),
+    )
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+        # The processes of the backed-up deployment are gone; recovery reaps their
+        # unfinished operations at the next start.
+        await conn.execute("DELETE FROM skill_instances")
+    finally:
+        await conn.close()
+    await asyncio.to_thread(store.init)
+    await asyncio.to_thread(_copy_tree, src / "store" / "packages", store.packages)
+    await asyncio.to_thread(_copy_tree, src / "store" / "blobs" / "sha256", store.blobs)
+    return {"restored_from": str(src), **info}

@@ -1,0 +1,219 @@
+"""The operator's tasks behind ``skillsvc fsck``, ``gc``, ``history`` and ``status``.
+
+Each function returns a plain report (JSON-compatible dicts and lists) that the CLI
+prints as text or JSON. Repairs of one skill take the same per-skill advisory lock as
+installs, and re-check what they saw under it, so they are safe while a server runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from typing import Any
+
+from skillsvc.core.models import OperationType
+from skillsvc.db import Database
+from skillsvc.db._maintenance import Maintenance, ReadyPackage
+from skillsvc.store import Store
+from skillsvc.validation import Limits, validate_archive
+
+logger = logging.getLogger(__name__)
+
+DAY_SECONDS = 24 * 3600.0
+MAINTENANCE_INSTANCE = "fsck"
+
+
+async def _repair_tree(db: Database, store: Store, package: ReadyPackage, limits: Limits) -> str:
+    """Restore a damaged tree from its archive, or mark the package FAILED."""
+    maintenance = Maintenance(db.pool)
+    work = await asyncio.to_thread(store.new_work_dir, MAINTENANCE_INSTANCE, uuid.uuid4().hex)
+    try:
+        intact = await asyncio.to_thread(store.blob_intact, package.sha256)
+        if intact:
+            report = await asyncio.to_thread(
+                validate_archive,
+                store.blob_path(package.sha256),
+                work / "tree",
+                dataclasses.replace(
+                    limits, max_package_bytes=max(limits.max_package_bytes, package.size_bytes)
+                ),
+                sha256=package.sha256,
+            )
+            extracted = sorted((f.path, f.size, f.sha256) for f in report.files)
+            if report.valid and extracted == sorted(package.files):
+                linked = await asyncio.to_thread(
+                    store.link_archive, package.sha256, work / "archive"
+                )
+                if linked:
+                    async with db.transaction() as tx:
+                        await tx.lock_skill(package.skill_id)
+                        await asyncio.to_thread(
+                            store.commit_package,
+                            work / "tree",
+                            work / "archive",
+                            package.skill_id,
+                            package.version,
+                            package.sha256,
+                        )
+                    return "restored from its archive"
+        currents = await maintenance.current_versions()
+        if currents.get(package.skill_id) == package.version:
+            return "NOT repaired: it is the current version and its archive is damaged; roll back"
+        await maintenance.mark_failed(package.skill_id, package.version)
+        return "marked FAILED: its archive is missing or damaged"
+    finally:
+        await asyncio.to_thread(store.make_writable_and_remove, work)
+
+
+async def fsck(
+    db: Database, store: Store, *, repair: bool, limits: Limits, stale_after: float
+) -> dict[str, Any]:
+    """Check every READY package against its recorded digests; report (and fix) the rest."""
+    maintenance = Maintenance(db.pool)
+    damaged: list[dict[str, Any]] = []
+    for package in await maintenance.ready_packages():
+        problems = await asyncio.to_thread(
+            store.verify_tree, package.skill_id, package.version, package.files
+        )
+        if not await asyncio.to_thread(store.blob_intact, package.sha256):
+            problems.append(f"archive blobs/sha256/{package.sha256} is missing or damaged")
+        if problems:
+            entry: dict[str, Any] = {
+                "skill_id": package.skill_id,
+                "version": package.version,
+                "problems": problems,
+            }
+            if repair:
+                entry["repair"] = await _repair_tree(db, store, package, limits)
+            damaged.append(entry)
+
+    states = await maintenance.package_states()
+    currents = await maintenance.current_versions()
+    orphan_dirs: list[dict[str, Any]] = []
+    for skill_id, versions in (await asyncio.to_thread(store.versions_on_disk)).items():
+        for version in versions:
+            state = states.get((skill_id, version))
+            # A directory appears just before its READY row commits; INSTALLING rows
+            # are installs in flight, not orphans.
+            if state in (None, "FAILED"):
+                orphan_dirs.append({"skill_id": skill_id, "version": version, "state": state})
+    links: list[dict[str, Any]] = []
+    for skill_id, current in currents.items():
+        on_disk = await asyncio.to_thread(store.current_version, skill_id)
+        if on_disk != current:
+            links.append({"skill_id": skill_id, "link": on_disk, "database": current})
+    live = await maintenance.live_instances(stale_after)
+    orphan_staging = [i for i in await asyncio.to_thread(store.staging_instances) if i not in live]
+    in_use = await maintenance.blobs_in_use()
+    orphan_blobs = [d for d in await asyncio.to_thread(store.blob_digests) if d not in in_use]
+
+    if repair:
+        for link in links:
+            skill_id = str(link["skill_id"])
+            async with db.transaction() as tx:
+                await tx.lock_skill(skill_id)
+                fresh = await tx.get_definition(skill_id, None)
+                target = fresh.current_version if fresh else None
+                if target is None:
+                    await asyncio.to_thread(store.deactivate, skill_id)
+                else:
+                    await asyncio.to_thread(store.activate, skill_id, target)
+                link["repair"] = f"now points at {target}"
+        for orphan in orphan_dirs:
+            skill_id, version = str(orphan["skill_id"]), str(orphan["version"])
+            async with db.transaction() as tx:
+                await tx.lock_skill(skill_id)
+                # Directories of FAILED packages are gc's (after the retention).
+                if await tx.get_package(skill_id, version, None) is None:
+                    await asyncio.to_thread(store.remove_version, skill_id, version)
+                    orphan["repair"] = "removed"
+        for instance_id in orphan_staging:
+            await asyncio.to_thread(store.remove_instance_staging, instance_id)
+    healthy = not (damaged or orphan_dirs or links or orphan_staging or orphan_blobs)
+    return {
+        "healthy": healthy,
+        "damaged_packages": damaged,
+        "orphan_directories": orphan_dirs,
+        "current_link_mismatches": links,
+        "orphan_staging": orphan_staging,
+        "orphan_blobs": orphan_blobs,
+        "repaired": repair,
+    }
+
+
+async def gc(
+    db: Database, store: Store, *, older_than: float, dry_run: bool, stale_after: float
+) -> dict[str, Any]:
+    """Remove what failures and crashes left behind, past the retention."""
+    maintenance = Maintenance(db.pool)
+    operations = await maintenance.expired_failed_operations(older_than)
+    packages = await maintenance.expired_failed_packages(older_than)
+    live = await maintenance.live_instances(stale_after)
+    staging = [i for i in await asyncio.to_thread(store.staging_instances) if i not in live]
+    if not dry_run:
+        await maintenance.delete_operations([op_id for op_id, _, _ in operations])
+        for skill_id, version in packages:
+            async with db.transaction() as tx:
+                await tx.lock_skill(skill_id)
+                if await tx.maintenance.delete_failed_package(skill_id, version):
+                    await asyncio.to_thread(store.remove_version, skill_id, version)
+        for instance_id in staging:
+            await asyncio.to_thread(store.remove_instance_staging, instance_id)
+        await asyncio.to_thread(store.purge_trash)
+    freed_blobs: list[dict[str, Any]] = []
+    # Kept bytes of failed uploads nobody can retry any more (after the rows above are
+    # gone, or would be on a dry run).
+    kept_in_use = await maintenance.kept_in_use(older_than)
+    if dry_run:
+        kept_in_use -= {digest for _, _, digest in operations}
+    for digest in await asyncio.to_thread(store.kept_digests):
+        if digest not in kept_in_use:
+            size = (await asyncio.to_thread(store.kept_path(digest).stat)).st_size
+            if not dry_run:
+                await asyncio.to_thread(store.remove_kept, digest)
+            freed_blobs.append({"sha256": digest, "bytes": size, "kind": "kept"})
+    # Archives of installed packages whose packages are gone.
+    in_use = await maintenance.blobs_in_use()
+    for digest in await asyncio.to_thread(store.blob_digests):
+        if digest in in_use:
+            continue
+        size = (await asyncio.to_thread(store.blob_path(digest).stat)).st_size
+        if not dry_run:
+            async with db.transaction() as tx:
+                await tx.lock_blob(digest)
+                if await tx.blob_in_use(digest):
+                    continue
+                await asyncio.to_thread(store.remove_blob, digest)
+        freed_blobs.append({"sha256": digest, "bytes": size, "kind": "blob"})
+    return {
+        "dry_run": dry_run,
+        "older_than_seconds": older_than,
+        "failed_operations": len(operations),
+        "failed_packages": [{"skill_id": s, "version": v} for s, v in packages],
+        "blobs": freed_blobs,
+        "freed_bytes": sum(b["bytes"] for b in freed_blobs),
+        "orphan_staging": staging,
+    }
+
+
+async def history(db: Database, skill_id: str, limit: int) -> list[dict[str, Any]]:
+    """A skill's recent operations, newest first, with outcomes and reasons."""
+    return await Maintenance(db.pool).history(skill_id, limit)
+
+
+async def status(db: Database, store: Store, *, window: float = DAY_SECONDS) -> dict[str, Any]:
+    """Success rate, mean install time, recent failures and storage per skill."""
+    maintenance = Maintenance(db.pool)
+    stats = await maintenance.install_stats(window)
+    finished = stats["succeeded"] + stats["failed"]
+    return {
+        "window_seconds": window,
+        "installs": stats,
+        "success_rate": (stats["succeeded"] / finished) if finished else None,
+        "recent_failures": await maintenance.recent_failures(window, 10),
+        "storage": await maintenance.storage_per_skill(),
+        "store_bytes": await asyncio.to_thread(store.usage_bytes),
+        "operation_types": [t.value for t in OperationType],
+    }
