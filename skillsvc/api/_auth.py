@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any, Final
 
 import grpc
 
-from skillsvc.api._handlers import StreamBehavior, UnaryBehavior, stream_of, wrap_handler
+from skillsvc.api._handlers import (
+    StreamBehavior,
+    UnaryBehavior,
+    WrappingInterceptor,
+    stream_of,
+    wrap_handler,
+)
 from skillsvc.auth import Authenticator, authorize
 from skillsvc.core.models import Caller
-from skillsvc.errors import SkillsvcError, Unauthenticated
+from skillsvc.errors import Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -44,59 +50,44 @@ def current_caller() -> Caller:
         raise Unauthenticated("the call was not authenticated", reason="TOKEN_MISSING") from None
 
 
-def _authorization(details: grpc.HandlerCallDetails) -> list[str]:
+def _authorization(metadata: Any) -> list[str]:
     values = []
-    for key, value in details.invocation_metadata or ():
+    for key, value in metadata or ():
         if key.lower() == AUTHORIZATION:
             values.append(value.decode("latin-1") if isinstance(value, bytes) else str(value))
     return values
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(WrappingInterceptor):
     """Authenticates every call and applies the role table before the handler runs."""
 
     def __init__(self, authenticator: Authenticator, public_services: Collection[str]) -> None:
+        super().__init__()
         self._authenticator = authenticator
         self._public = frozenset(public_services)
 
-    def _check(self, details: grpc.HandlerCallDetails) -> Caller:
-        rpc = details.method.rpartition("/")[2]
-        caller = self._authenticator.authenticate(_authorization(details))
-        authorize(caller, rpc)
-        return caller
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
-        if handler is None or service in self._public:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, rpc = method.lstrip("/").rpartition("/")
+        if service in self._public:
             return handler
-        try:
-            outcome: Caller | SkillsvcError = self._check(handler_call_details)
-        except SkillsvcError as exc:
-            logger.debug("refused %s: %s", handler_call_details.method, exc.message)
-            outcome = exc
+
+        def check(context: Any) -> None:
+            caller = self._authenticator.authenticate(_authorization(context.invocation_metadata()))
+            authorize(caller, rpc)
+            # Each RPC runs in its own task with its own copy of the context, so the
+            # caller set here is seen by this call's handler only.
+            _CALLER.set(caller)
 
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
             async def behavior(request: Any, context: Any) -> Any:
-                if isinstance(outcome, SkillsvcError):
-                    # Raised before ``request`` (an upload's message stream) is touched.
-                    raise outcome
-                # Each RPC runs in its own task with its own copy of the context, so
-                # the caller set here is seen by this call's handler only.
-                _CALLER.set(outcome)
+                check(context)  # before ``request`` (an upload's message stream) is read
                 return await inner(request, context)
 
             return behavior
 
         def stream(inner: StreamBehavior) -> StreamBehavior:
             async def behavior(request: Any, context: Any) -> AsyncIterator[Any]:
-                if isinstance(outcome, SkillsvcError):
-                    raise outcome
-                _CALLER.set(outcome)
+                check(context)
                 async for response in stream_of(inner(request, context)):
                     yield response
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import grpc
@@ -19,7 +19,13 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from skillsvc.api._handlers import StreamBehavior, UnaryBehavior, stream_of, wrap_handler
+from skillsvc.api._handlers import (
+    StreamBehavior,
+    UnaryBehavior,
+    WrappingInterceptor,
+    stream_of,
+    wrap_handler,
+)
 from skillsvc.errors import InvalidArgument, ResourceExhausted, SkillsvcError
 
 logger = logging.getLogger(__name__)
@@ -106,19 +112,10 @@ async def _handle(
 _PASS_THROUGH: Final = (grpc.aio.AbortError, asyncio.CancelledError)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(WrappingInterceptor):
     """Maps exceptions raised by handlers to statuses, for all four RPC shapes."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
             async def behavior(request: Any, context: Any) -> Any:
                 try:

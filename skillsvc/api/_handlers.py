@@ -46,3 +46,36 @@ def wrap_handler(
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **kwargs)
     return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **kwargs)
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor that wraps each method's behaviour once and reuses the result.
+
+    grpc.aio calls ``intercept_service`` for every RPC; rebuilding closures and a
+    handler per call costs more than most handlers do. The service's handler for a
+    method is the same object every time, so the wrapped one is cached against it.
+    Per-call facts (metadata, the caller) are read inside the wrapped behaviour.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler to serve ``method`` (``/package.Service/Method``) with."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self.wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped

@@ -6,12 +6,18 @@ It sits outside the error interceptor, so it sees the final status code.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from skillsvc.api._handlers import StreamBehavior, UnaryBehavior, stream_of, wrap_handler
+from skillsvc.api._handlers import (
+    StreamBehavior,
+    UnaryBehavior,
+    WrappingInterceptor,
+    stream_of,
+    wrap_handler,
+)
 from skillsvc.metrics import RPC_DURATION, RPC_TOTAL
 
 
@@ -23,22 +29,20 @@ def _code_name(context: Any, error: BaseException | None) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else "CANCELLED"
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class MetricsInterceptor(WrappingInterceptor):
     """Counts every RPC by method and final code, and times it."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        name = method.rsplit("/", 1)[-1]
+        duration = RPC_DURATION.labels(name)
+        ok = RPC_TOTAL.labels(name, "OK")
 
         def record(context: Any, started: float, error: BaseException | None) -> None:
-            RPC_DURATION.labels(method).observe(time.perf_counter() - started)
-            RPC_TOTAL.labels(method, _code_name(context, error)).inc()
+            duration.observe(time.perf_counter() - started)
+            if error is None:
+                ok.inc()
+            else:
+                RPC_TOTAL.labels(name, _code_name(context, error)).inc()
 
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
             async def behavior(request: Any, context: Any) -> Any:

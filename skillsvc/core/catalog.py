@@ -101,17 +101,19 @@ class Catalog:
     async def get_package(self, caller: Caller, skill_id: str, version: str) -> Package:
         """One package; an empty version means the current one."""
         check_skill_id(skill_id)
-        definition = await self._definitions.get(caller, skill_id)
-        if not version:
-            if definition.current_version is None:
-                raise NotFound(f"{skill_id} has no current version")
-            version = definition.current_version
-        elif not is_valid_semver(version):
+        if version and not is_valid_semver(version):
             raise InvalidArgument.field("version", f"must be a semantic version; got {version!r}")
-        found = await self._db.repo.get_package(skill_id, version, caller.visible_tenant)
-        if found is None:
-            raise NotFound(f"package {skill_id} {version} not found")
-        return found
+        found = await self._db.repo.get_package_or_current(
+            skill_id, version or None, caller.visible_tenant
+        )
+        if found is not None:
+            return found
+        # Only on the way out: say precisely what is missing (NOT_FOUND for an
+        # invisible skill too).
+        await self._definitions.get(caller, skill_id)
+        if not version:
+            raise NotFound(f"{skill_id} has no current version")
+        raise NotFound(f"package {skill_id} {version} not found")
 
     async def download(
         self, caller: Caller, skill_id: str, version: str

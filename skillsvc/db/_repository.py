@@ -220,6 +220,16 @@ FROM skill_packages p JOIN skill_definitions d ON d.skill_id = p.skill_id
 WHERE p.skill_id = $1 AND p.version = $2 AND ($3::text IS NULL OR d.tenant = $3 OR d.public)
 """
 
+# $2 NULL: the skill's current version.
+GET_PACKAGE_OR_CURRENT: Final = """
+SELECT p.skill_id, p.version, p.state, p.sha256, p.size_bytes, p.unpacked_bytes, p.file_count,
+    p.source_type, p.source_uri, p.manifest, p.path, p.operation_id, p.create_time, p.update_time,
+    (d.current_version IS NOT DISTINCT FROM p.version) AS current
+FROM skill_packages p JOIN skill_definitions d ON d.skill_id = p.skill_id
+WHERE p.skill_id = $1 AND p.version = COALESCE($2, d.current_version)
+  AND ($3::text IS NULL OR d.tenant = $3 OR d.public)
+"""
+
 LIST_PACKAGES: Final = """
 SELECT p.skill_id, p.version, p.state, p.sha256, p.size_bytes, p.unpacked_bytes, p.file_count,
     p.source_type, p.source_uri, p.manifest, p.path, p.operation_id, p.create_time, p.update_time,
@@ -730,6 +740,14 @@ class Repository:
         """The package if it exists and its skill is visible."""
         with translate_errors():
             row = await self._db.fetchrow(GET_PACKAGE, skill_id, version, visible_to)
+        return None if row is None else _package(row)
+
+    async def get_package_or_current(
+        self, skill_id: str, version: str | None, visible_to: str | None
+    ) -> Package | None:
+        """The package (None version: the current one) if it exists and is visible."""
+        with translate_errors():
+            row = await self._db.fetchrow(GET_PACKAGE_OR_CURRENT, skill_id, version, visible_to)
         return None if row is None else _package(row)
 
     async def list_packages(
