@@ -745,7 +745,6 @@ class Installer:
                 reason="VERSION_INVALID",
             )
         if not claimed:
-            op = await self._stage(op, Stage.VALIDATING, "reserving the version", version=version)
             claim = await self._claim(op, version)
             if claim.kind == "ready":
                 await self._reinstall(op, version, spooled, work, started=started)

@@ -22,6 +22,8 @@ from skillsvc.errors import InvalidArgument, NotFound
 
 logger = logging.getLogger(__name__)
 
+_REREAD = frozenset({OperationState.FAILED, OperationState.CANCELLED})
+
 # A watcher re-reads the table when it has heard nothing for this long, so a lost
 # notification (a dropped LISTEN connection) delays an event but never loses it.
 RESYNC_SECONDS = 5.0
@@ -93,8 +95,8 @@ class ProgressHub:
     ) -> AsyncIterator[Operation | Change]:
         """The operation's current state, then every change, ending after a terminal one.
 
-        Terminal states are always read from the table, so the last item carries the
-        error with its details.
+        Failures are read from the table, so their last item carries the error with
+        its details.
         """
         operation_id = parse_operation_id(operation_id)
         with self.subscribe(operation_id) as queue:
@@ -112,7 +114,9 @@ class ProgressHub:
                 if change is not None and change.seq <= seen:
                     continue
                 item: Operation | Change
-                if change is None or change.state.terminal:
+                # A failure is read from the table, for its error and details; every
+                # other change is complete as notified.
+                if change is None or change.state in _REREAD:
                     latest = await db.repo.get_operation(operation_id, visible_to)
                     if latest is None:  # deleted with its skill while being watched
                         raise NotFound(f"operation {operation_id} not found")
@@ -120,5 +124,5 @@ class ProgressHub:
                         continue
                     item, seen, terminal = latest, latest.seq, latest.state.terminal
                 else:
-                    item, seen = change, change.seq
+                    item, seen, terminal = change, change.seq, change.state.terminal
                 yield item
