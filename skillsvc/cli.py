@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,8 +39,11 @@ def _configure_logging(level: str) -> None:
 
 
 async def _serve(settings: Settings) -> int:
+    from skillsvc.api import configure_tracing
     from skillsvc.server import build_server
 
+    # OpenTelemetry is configured by its own standard OTEL_* variables.
+    configure_tracing(os.environ)
     app = await build_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -17,7 +17,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from skillsvc.api import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, SkillService
+from skillsvc.api import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    MetricsInterceptor,
+    SkillService,
+    TracingInterceptor,
+)
 from skillsvc.auth import build_authenticator
 from skillsvc.config import Settings
 from skillsvc.core.catalog import Catalog
@@ -198,7 +204,10 @@ async def build_server(settings: Settings) -> App:
         server = grpc.aio.server(
             # Outermost first: metrics see every final code; the auth interceptor is
             # innermost so its refusals are mapped like any other domain error.
+            # Outermost first: tracing and metrics see the status the error interceptor
+            # maps, and auth refusals are mapped like any other error.
             interceptors=[
+                TracingInterceptor(),
                 MetricsInterceptor(),
                 ErrorInterceptor(),
                 AuthInterceptor(authenticator, PUBLIC_SERVICES),
