@@ -27,12 +27,14 @@ from skillsvc.core.models import (
     Operation,
     OperationState,
     OperationType,
+    Package,
     PackageState,
     Stage,
 )
 from skillsvc.core.naming import is_valid_semver
 from skillsvc.db import Database, NewOperation, Repository
 from skillsvc.errors import FailedPrecondition, InvalidArgument, NotFound
+from skillsvc.metrics import STORAGE_BYTES
 from skillsvc.store import Store
 
 logger = logging.getLogger(__name__)
@@ -190,8 +192,9 @@ class Lifecycle:
             raise
         if stashed is not None:
             await asyncio.to_thread(self._store.purge, stashed)
+        STORAGE_BYTES.dec(package.unpacked_bytes)
         if package.sha256:
-            await self._drop_blob_if_unused(package.sha256)
+            await self._drop_blob_if_unused(package.sha256, package.size_bytes)
 
     async def delete_definition(self, caller: Caller, skill_id: str, *, force: bool) -> None:
         """Delete a definition; with ``force`` also every package and their files."""
@@ -199,7 +202,7 @@ class Lifecycle:
         definition = await self._definitions.get(caller, skill_id)
         self._definitions.check_can_manage(caller, definition.tenant)
         stashed: Path | None = None
-        digests: list[str] = []
+        packages: list[Package] = []
         try:
             async with self._db.transaction() as tx:
                 await tx.lock_skill(skill_id)
@@ -220,7 +223,6 @@ class Lifecycle:
                         f"{skill_id} {', '.join(busy)} being installed; retry when done",
                         reason="VERSION_BUSY",
                     )
-                digests = [p.sha256 for p in packages if p.sha256]
                 await tx.delete_skill_packages(skill_id)
                 await tx.delete_definition(skill_id)
                 stashed = await asyncio.to_thread(self._store.stash, self._instance_id, skill_id)
@@ -230,10 +232,12 @@ class Lifecycle:
             raise
         if stashed is not None:
             await asyncio.to_thread(self._store.purge, stashed)
-        for digest in digests:
-            await self._drop_blob_if_unused(digest)
+        STORAGE_BYTES.dec(sum(p.unpacked_bytes for p in packages))
+        for package in packages:
+            if package.sha256:
+                await self._drop_blob_if_unused(package.sha256, package.size_bytes)
 
-    async def _drop_blob_if_unused(self, sha256: str) -> None:
+    async def _drop_blob_if_unused(self, sha256: str, size: int) -> None:
         """Remove an archive nothing needs any more.
 
         Another package may share it (the same bytes under another skill). The digest
@@ -244,3 +248,4 @@ class Lifecycle:
             await tx.lock_blob(sha256)
             if not await tx.blob_in_use(sha256):
                 await asyncio.to_thread(self._store.remove_blob, sha256)
+                STORAGE_BYTES.dec(size)

@@ -89,6 +89,25 @@ async def test_upload_install_end_to_end(
     assert '"scripts/run.sh"' in files
 
 
+async def test_storage_metric_counts_installs_and_deletions(stub: Stub, skill: str) -> None:
+    from prometheus_client import REGISTRY
+
+    def stored() -> float:
+        return REGISTRY.get_sample_value("skill_storage_bytes") or 0.0
+
+    before = stored()
+    data = skill_archive(skill, "1.0.0")
+    await install_and_wait(stub, skill, data, activate=False)
+    package = await stub.GetPackage(
+        skill_service_pb2.GetPackageRequest(skill_id=skill, version="1.0.0")
+    )
+    assert stored() - before == package.size_bytes + package.unpacked_bytes
+    await stub.DeletePackage(
+        skill_service_pb2.DeletePackageRequest(skill_id=skill, version="1.0.0")
+    )
+    assert stored() == before
+
+
 async def test_download_is_byte_identical(stub: Stub, skill: str) -> None:
     data = skill_archive(skill, "1.0.0", extra={"assets/blob.bin": os.urandom(3 * 1024 * 1024)})
     final, _ = await install_and_wait(stub, skill, data)
