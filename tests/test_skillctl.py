@@ -78,4 +78,3 @@ def test_progress_bar_draws_on_a_terminal() -> None:
     bar.update(200, "uploading")
     bar.close()
     assert out.getvalue() == ("\ruploading    [#####-----]  50%\ruploading    [##########] 100%\n")
-    assert asyncio.iscoroutinefunction(_run)
