@@ -93,23 +93,27 @@ async def test_same_version_raced_one_proceeds_the_other_is_aborted(stub: Stub) 
     assert aborted.error.code == grpc.StatusCode.ABORTED.value[0]
 
 
-async def test_many_concurrent_callers_on_one_skill(stub: Stub, db: asyncpg.Connection) -> None:
-    """50 installs (the default version quota) of one skill at once: all land, serialised."""
-    await create_skill(stub, "busy")
-    archives = [skill_archive("busy", f"1.0.{i}") for i in range(50)]
-    ops = await asyncio.gather(*(install(stub, "busy", a) for a in archives))
-    finals = await asyncio.gather(*(events(stub, op.operation_id) for op in ops))
+async def test_many_concurrent_callers_on_one_skill(make_app, db: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+    """60 installs of one skill at once, default concurrency: all land, serialised."""
+    # 60 versions of one skill need more than the default quota of 50.
+    app: App = await make_app(max_versions_per_skill=100)
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        stub = skill_service_pb2_grpc.SkillServiceStub(channel)
+        await create_skill(stub, "busy")
+        archives = [skill_archive("busy", f"1.0.{i}") for i in range(60)]
+        ops = await asyncio.gather(*(install(stub, "busy", a) for a in archives))
+        finals = await asyncio.gather(*(events(stub, op.operation_id) for op in ops))
     assert all(f[-1].state == OK for f in finals), [
         f[-1].error for f in finals if f[-1].state != OK
     ]
-    assert await db.fetchval("SELECT count(*) FROM skill_packages WHERE state = 'READY'") == 50
+    assert await db.fetchval("SELECT count(*) FROM skill_packages WHERE state = 'READY'") == 60
     # Each activation recorded the version that was current before it: one chain.
     rows = await db.fetch(
         "SELECT version, previous_version FROM skill_activations ORDER BY activation_id"
     )
-    assert len(rows) == 50
+    assert len(rows) == 60
     assert rows[0]["previous_version"] is None
-    assert all(rows[i]["previous_version"] == rows[i - 1]["version"] for i in range(1, 50))
+    assert all(rows[i]["previous_version"] == rows[i - 1]["version"] for i in range(1, 60))
     current = await db.fetchval(
         "SELECT current_version FROM skill_definitions WHERE skill_id = 'busy'"
     )
@@ -117,7 +121,7 @@ async def test_many_concurrent_callers_on_one_skill(stub: Stub, db: asyncpg.Conn
 
 
 async def test_concurrency_limit_queues_installs(make_app, db: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
-    app: App = await make_app(max_concurrent_installs=5)
+    app: App = await make_app(max_concurrent_installs=5, max_versions_per_skill=100)
     running: set[str] = set()
     peak = 0
     queued_seen = 0
@@ -140,12 +144,12 @@ async def test_concurrency_limit_queues_installs(make_app, db: asyncpg.Connectio
         stub = skill_service_pb2_grpc.SkillServiceStub(channel)
         await create_skill(stub, "limited")
         ops = await asyncio.gather(
-            *(install(stub, "limited", skill_archive("limited", f"2.0.{i}")) for i in range(50))
+            *(install(stub, "limited", skill_archive("limited", f"2.0.{i}")) for i in range(60))
         )
         finals = await asyncio.gather(*(events(stub, op.operation_id) for op in ops))
     await db.execute("SELECT 1")
     assert all(f[-1].state == OK for f in finals)
-    assert queued_seen == 50
+    assert queued_seen == 60
     assert 1 <= peak <= 5
 
 
@@ -172,8 +176,12 @@ async def test_queue_limit_is_resource_exhausted(make_app, archive_server: Archi
             assert (await events(stub, op.operation_id))[-1].state == OK
 
 
-async def test_watcher_on_a_second_server_sees_every_change(app: App, make_app, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    other: App = await make_app(data_dir=tmp_path / "other")
+async def test_watcher_on_a_second_server_sees_every_change(
+    app: App, serve, db_url: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    # Another `skillsvc serve` process on the same database (its own store and LISTEN).
+    other = await serve(SKILLSVC_DATABASE_URL=db_url, SKILLSVC_DATA_DIR=str(tmp_path / "other"))
+    await other.wait_serving()
     async with (
         grpc.aio.insecure_channel(app.address) as first,
         grpc.aio.insecure_channel(other.address) as second,

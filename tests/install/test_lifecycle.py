@@ -247,3 +247,17 @@ async def test_crash_after_the_row_delete_finishes_the_deletion(
     assert stashed is not None and not Path(stashed).exists()
     assert not (app.store.root / "packages" / skill / "1.0.0").exists()
     assert not (app.store.root / "staging" / dead).exists()
+
+
+async def test_start_up_reconciles_a_current_link_that_disagrees(
+    app: App, stub: Stub, skill: str, settings, make_app
+) -> None:  # type: ignore[no-untyped-def]
+    await _install_versions(stub, skill, "1.0.0", "1.1.0")
+    link = app.store.root / "packages" / skill / "current"
+    # As if the process died between the database commit and the link swap.
+    link.unlink()
+    os.symlink("1.0.0", link)
+    # Another process starting on the same database and store reconciles it.
+    again: App = await make_app()
+    assert os.readlink(link) == "1.1.0"
+    assert again.store.root == app.store.root
