@@ -232,6 +232,24 @@ class _ValidationFailed(SkillsvcError):
         self.report = report
 
 
+@dataclass(frozen=True)
+class _Job:
+    """An accepted install on its way through the background stages."""
+
+    op: Operation
+    """Its operation as accepted."""
+    req: InstallRequest
+    """What was asked."""
+    work: Path
+    """Its private staging directory."""
+    spooled: Spooled | None
+    """The received archive; None for a URL source not yet downloaded."""
+    claimed: bool
+    """Whether the version was reserved at acceptance (the request named it)."""
+    started: float
+    """``time.monotonic()`` at acceptance, for the duration metric."""
+
+
 class Installer:
     """Runs installs for this process and recovers after others."""
 
@@ -493,7 +511,7 @@ class Installer:
             raise
         self._waiting += 1
         task = asyncio.create_task(
-            self._run(op, req, work, spooled, claimed=claimed, started=started),
+            self._run(_Job(op, req, work, spooled, claimed=claimed, started=started)),
             name=f"install-{op.operation_id}",
         )
         self._tasks.add(task)
@@ -685,40 +703,23 @@ class Installer:
             OperationChanges(state=OperationState.RUNNING, stage=stage, message=message, **changes),
         )
 
-    async def _run(
-        self,
-        op: Operation,
-        req: InstallRequest,
-        work: Path,
-        spooled: Spooled | None,
-        *,
-        claimed: bool,
-        started: float,
-    ) -> None:
+    async def _run(self, job: _Job) -> None:
         waiting = True
         try:
             async with self._slots:
                 self._waiting -= 1
                 waiting = False
-                await self._pipeline(op, req, work, spooled, claimed=claimed, started=started)
+                await self._pipeline(job)
         except BaseException as exc:
-            await asyncio.shield(self._fail(op, exc, work, started=started))
+            await asyncio.shield(self._fail(job.op, exc, job.work, started=job.started))
             if not isinstance(exc, Exception):
                 raise
         finally:
             if waiting:
                 self._waiting -= 1
 
-    async def _pipeline(
-        self,
-        op: Operation,
-        req: InstallRequest,
-        work: Path,
-        spooled: Spooled | None,
-        *,
-        claimed: bool,
-        started: float,
-    ) -> None:
+    async def _pipeline(self, job: _Job) -> None:
+        op, req, work, spooled, started = job.op, job.req, job.work, job.spooled, job.started
         if spooled is None:
             spooled = await self._download(op, req, work / "archive")
         op = await self._stage(op, Stage.VERIFYING, "verifying the archive digest")
@@ -727,7 +728,7 @@ class Installer:
                 f"the archive's SHA-256 is {spooled.sha256}, not the expected {req.sha256}",
                 reason="CHECKSUM_MISMATCH",
             )
-        if req.version and not claimed:
+        if req.version and not job.claimed:
             await self._reinstall(op, req.version, spooled, work, started=started)
             return
         op = await self._stage(op, Stage.EXTRACTING, "extracting the archive")
@@ -751,7 +752,7 @@ class Installer:
                 [FieldViolation("spec.version", "required when the manifest has no version")],
                 reason="VERSION_INVALID",
             )
-        if not claimed:
+        if not job.claimed:
             claim = await self._claim(op, version)
             if claim.kind == "ready":
                 await self._reinstall(op, version, spooled, work, started=started)

@@ -85,11 +85,6 @@ class ProgressHub:
                 if not queues:
                     del self._watchers[operation_id]
 
-    @property
-    def watcher_count(self) -> int:
-        """How many watchers are subscribed (for tests and metrics)."""
-        return sum(len(q) for q in self._watchers.values())
-
     async def watch(
         self, db: Database, visible_to: str | None, operation_id: str
     ) -> AsyncIterator[Operation | Change]:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import asyncpg
 
@@ -37,6 +37,9 @@ from skillsvc.db._quota_queries import (
     LOCK_TENANT,
 )
 from skillsvc.errors import Aborted, AlreadyExists, FailedPrecondition, Unavailable
+
+if TYPE_CHECKING:
+    from skillsvc.db._maintenance import Maintenance
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +92,6 @@ RETURNING skill_id, tenant, display_name, description, active, public, current_v
 """
 
 DELETE_DEFINITION: Final = "DELETE FROM skill_definitions WHERE skill_id = $1"
-
-COUNT_PACKAGES: Final = "SELECT count(*) FROM skill_packages WHERE skill_id = $1"
 
 # -- operations (the install log) ------------------------------------------------
 
@@ -533,7 +534,7 @@ class Repository:
         self._db = executor
 
     @property
-    def maintenance(self) -> Any:
+    def maintenance(self) -> Maintenance:
         """The operator queries (``skillsvc.db._maintenance``) on the same connection."""
         from skillsvc.db._maintenance import Maintenance
 
@@ -597,11 +598,6 @@ class Repository:
         with translate_errors(skill_id):
             status = await self._db.execute(DELETE_DEFINITION, skill_id)
         return status != "DELETE 0"
-
-    async def count_packages(self, skill_id: str) -> int:
-        """How many package rows (any state) the skill has."""
-        with translate_errors(skill_id):
-            return int(await self._db.fetchval(COUNT_PACKAGES, skill_id))
 
     # -- quotas (SQL in _quota_queries) ---------------------------------------------
 
