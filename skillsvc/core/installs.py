@@ -54,6 +54,7 @@ from skillsvc.core.naming import (
 )
 from skillsvc.core.progress import parse_operation_id
 from skillsvc.core.quotas import check_version_quota
+from skillsvc.core.stagetrace import begin_install, enter_stage, finish_install
 from skillsvc.db import Database, NewOperation, OperationChanges, Repository
 from skillsvc.errors import (
     Aborted,
@@ -67,7 +68,15 @@ from skillsvc.errors import (
     SkillsvcError,
 )
 from skillsvc.intake import Spooled, Spooler, UrlPolicy, fetch_url
-from skillsvc.metrics import INSTALL_DURATION, INSTALL_TOTAL, STORAGE_BYTES
+from skillsvc.metrics import (
+    INSTALL_DURATION,
+    INSTALL_FAILED,
+    INSTALL_SUCCESS,
+    INSTALL_TOTAL,
+    INSTALLS_QUEUED,
+    INSTALLS_RUNNING,
+    STORAGE_BYTES,
+)
 from skillsvc.store import Store
 from skillsvc.validation import Code, Limits, Report, Severity, Violation, validate_archive
 
@@ -464,6 +473,7 @@ class Installer:
     ) -> Operation:
         """Reserve the version, get the bytes in, and start the background part."""
         started = time.monotonic()
+        begin_install(op)
         work = await asyncio.to_thread(self._store.new_work_dir, self.instance_id, op.operation_id)
         claimed = False
         try:
@@ -489,6 +499,7 @@ class Installer:
                         message="queued",
                     ),
                 )
+                enter_stage(Stage.QUEUED, "queued")
             elif kept is not None:
                 archive = work / "archive"
                 if not await asyncio.to_thread(self._store.link_archive, kept.sha256, archive):
@@ -510,6 +521,7 @@ class Installer:
             await asyncio.shield(self._fail(op, exc, work, started=started))
             raise
         self._waiting += 1
+        INSTALLS_QUEUED.inc()
         task = asyncio.create_task(
             self._run(_Job(op, req, work, spooled, claimed=claimed, started=started)),
             name=f"install-{op.operation_id}",
@@ -698,6 +710,7 @@ class Installer:
     # -- the background part ------------------------------------------------------------
 
     async def _stage(self, op: Operation, stage: Stage, message: str, **changes: Any) -> Operation:
+        enter_stage(stage, message)
         return await self._db.repo.update_operation(
             op.operation_id,
             OperationChanges(state=OperationState.RUNNING, stage=stage, message=message, **changes),
@@ -709,7 +722,12 @@ class Installer:
             async with self._slots:
                 self._waiting -= 1
                 waiting = False
-                await self._pipeline(job)
+                INSTALLS_QUEUED.dec()
+                INSTALLS_RUNNING.inc()
+                try:
+                    await self._pipeline(job)
+                finally:
+                    INSTALLS_RUNNING.dec()
         except BaseException as exc:
             await asyncio.shield(self._fail(job.op, exc, job.work, started=job.started))
             if not isinstance(exc, Exception):
@@ -717,6 +735,7 @@ class Installer:
         finally:
             if waiting:
                 self._waiting -= 1
+                INSTALLS_QUEUED.dec()
 
     async def _pipeline(self, job: _Job) -> None:
         op, req, work, spooled, started = job.op, job.req, job.work, job.spooled, job.started
@@ -882,8 +901,11 @@ class Installer:
             op.operation_id,
             OperationChanges(state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message),
         )
-        INSTALL_TOTAL.labels("succeeded", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_TOTAL.labels(
+            INSTALL_SUCCESS, (op.source_type or SourceType.UPLOAD).value.lower()
+        ).inc()
         INSTALL_DURATION.observe(time.monotonic() - started)
+        finish_install(None, message)
 
     async def _fail(self, op: Operation, exc: BaseException, work: Path, *, started: float) -> None:
         """Remove the staging directory, release the version, then record the failure.
@@ -925,5 +947,8 @@ class Installer:
             logger.warning(
                 "could not record the failure of %s: %s", op.operation_id, db_error.message
             )
-        INSTALL_TOTAL.labels("failed", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_TOTAL.labels(
+            INSTALL_FAILED, (op.source_type or SourceType.UPLOAD).value.lower()
+        ).inc()
         INSTALL_DURATION.observe(time.monotonic() - started)
+        finish_install(error)
