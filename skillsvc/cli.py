@@ -50,7 +50,8 @@ async def _serve_app(settings: Settings, build_server: Any) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await app.start()
-    print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
+    if settings.log_format == "text":  # JSON logs stay one object per line
+        print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
     await stop.wait()
     logger.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
     await app.stop()
