@@ -29,7 +29,7 @@ import contextlib
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from skillsvc.api._handlers import UnaryBehavior, WrappingInterceptor, wrap_handler
 
@@ -60,5 +60,13 @@ class StreamClosingInterceptor(WrappingInterceptor):
 
 
 def tracing_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """The interceptors that trace RPCs, outermost first (see the module docstring)."""
-    return [StreamClosingInterceptor(), aio_server_interceptor()]  # type: ignore[no-untyped-call]
+    """The interceptors that trace RPCs, outermost first (see the module docstring).
+
+    Health checks are not traced: probes call them every few seconds, and a span each
+    would be noise in every trace backend (and a quarter of a health check's CPU).
+    """
+    not_health = filters.negate(filters.health_check())
+    return [
+        StreamClosingInterceptor(),
+        aio_server_interceptor(filter_=not_health),  # type: ignore[no-untyped-call]
+    ]
