@@ -42,18 +42,31 @@ access_log = logging.getLogger("skillsvc.access")
 _QUIET_SERVICES: Final = frozenset({health_pb2.DESCRIPTOR.services_by_name["Health"].full_name})
 
 
-def _code_name(context: Any, error: BaseException | None) -> str:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    if error is None:
-        return "OK"
-    # A handler that ended without a code was interrupted: the deadline passed or the
-    # client went away.
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        return "DEADLINE_EXCEEDED"
-    return "CANCELLED"
+class _Call:
+    """What one call's access line needs, read from the context while it is valid."""
+
+    __slots__ = ("deadline", "peer", "started")
+
+    def __init__(self, context: Any) -> None:
+        self.peer = str(context.peer())
+        self.started = time.perf_counter()
+        remaining = context.time_remaining()
+        self.deadline = None if remaining is None else self.started + remaining
+
+    def code(self, context: Any, error: BaseException | None, now: float) -> str:
+        """The call's final status code name."""
+        # A response generator closed from outside may be finalised after the call is
+        # gone, when the context must not be touched (peer() crashes the process).
+        if not isinstance(error, GeneratorExit):
+            code = context.code()
+            if isinstance(code, grpc.StatusCode):
+                return str(code.name)
+            if error is None:
+                return "OK"
+        # Interrupted without a status: the deadline passed or the client went away.
+        if self.deadline is not None and now >= self.deadline:
+            return "DEADLINE_EXCEEDED"
+        return "CANCELLED"
 
 
 async def _counted(messages: AsyncIterator[Any], counter: Any) -> AsyncIterator[Any]:
@@ -80,20 +93,20 @@ class MetricsInterceptor(WrappingInterceptor):
         level = logging.DEBUG if service in _QUIET_SERVICES else logging.INFO
         request_streaming = bool(handler.request_streaming)
 
-        def begin(request: Any) -> tuple[float, Any]:
+        def begin(request: Any, context: Any) -> tuple[_Call, Any]:
             started_count.inc()
             if request_streaming:
                 request = _counted(request, received)
             else:
                 received.inc()
-            return time.perf_counter(), request
+            return _Call(context), request
 
-        def end(context: Any, peer: str, started: float, error: BaseException | None) -> None:
-            elapsed = time.perf_counter() - started
+        def end(context: Any, call: _Call, error: BaseException | None) -> None:
+            now = time.perf_counter()
+            elapsed = now - call.started
             handling.observe(elapsed)
-            # A generator closed from outside may be finalised after the call is gone,
-            # when asking the context is no longer safe (peer() crashes the process).
-            code = "CANCELLED" if isinstance(error, GeneratorExit) else _code_name(context, error)
+            code = call.code(context, error, now)
+            peer = call.peer
             if code == "OK":
                 ok.inc()
             else:
@@ -120,31 +133,29 @@ class MetricsInterceptor(WrappingInterceptor):
 
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
             async def behavior(request: Any, context: Any) -> Any:
-                peer = context.peer()
-                started, request = begin(request)
+                call, request = begin(request, context)
                 try:
                     response = await inner(request, context)
                 except BaseException as exc:
-                    end(context, peer, started, exc)
+                    end(context, call, exc)
                     raise
                 sent.inc()
-                end(context, peer, started, None)
+                end(context, call, None)
                 return response
 
             return behavior
 
         def stream(inner: StreamBehavior) -> StreamBehavior:
             async def behavior(request: Any, context: Any) -> AsyncIterator[Any]:
-                peer = context.peer()
-                started, request = begin(request)
+                call, request = begin(request, context)
                 try:
                     async for response in stream_of(inner(request, context)):
                         sent.inc()
                         yield response
                 except BaseException as exc:
-                    end(context, peer, started, exc)
+                    end(context, call, exc)
                     raise
-                end(context, peer, started, None)
+                end(context, call, None)
 
             return behavior
 

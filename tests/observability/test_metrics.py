@@ -91,6 +91,15 @@ async def test_successful_failed_and_refused_calls_are_counted(make_app: Any) ->
             stub.ListSkillDefinitions(skill_service_pb2.ListSkillDefinitionsRequest()),
             grpc.StatusCode.UNAUTHENTICATED,
         )
+        await expect_status(  # refused: a reader may not create
+            stub.CreateSkillDefinition(
+                skill_service_pb2.CreateSkillDefinitionRequest(
+                    definition=resources_pb2.SkillDefinition(skill_id="unwanted")
+                ),
+                metadata=(("authorization", f"Bearer {mint('bob', 'acme', ('reader',))}"),),
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
         data = skill_archive("metered", "1.0.0")
         messages = [m async for m in upload_messages(upload_spec("metered", data), data, 1024)]
         op = await stub.Install(iter(messages), metadata=admin)
@@ -116,12 +125,13 @@ async def test_successful_failed_and_refused_calls_are_counted(make_app: Any) ->
         return value(after, name, labels) - value(before, name, labels)
 
     create = rpc("CreateSkillDefinition")
-    assert delta("grpc_server_started_total", create) == 1
+    assert delta("grpc_server_started_total", create) == 2
+    assert delta("grpc_server_handled_total", {**create, "grpc_code": "PERMISSION_DENIED"}) == 1
     assert delta("grpc_server_handled_total", {**create, "grpc_code": "OK"}) == 1
-    assert delta("grpc_server_msg_received_total", create) == 1
-    assert delta("grpc_server_msg_sent_total", create) == 1
-    assert delta("grpc_server_handling_seconds_count", create) == 1
-    assert delta("grpc_server_handling_seconds_bucket", {**create, "le": "+Inf"}) == 1
+    assert delta("grpc_server_msg_received_total", create) == 2
+    assert delta("grpc_server_msg_sent_total", create) == 1  # the refused one sent nothing
+    assert delta("grpc_server_handling_seconds_count", create) == 2
+    assert delta("grpc_server_handling_seconds_bucket", {**create, "le": "+Inf"}) == 2
     get = rpc("GetSkillDefinition")
     assert delta("grpc_server_handled_total", {**get, "grpc_code": "NOT_FOUND"}) == 1
     assert delta("grpc_server_handled_total", {**get, "grpc_code": "OK"}) == 0

@@ -197,6 +197,13 @@ async def test_streaming_calls_never_fail_to_detach_context(
         await asyncio.sleep(0.05)
     assert "Failed to detach context" not in caplog.text
     assert [s for s in _of_trace(spans) if s.name.endswith("/DownloadPackage")]
+    # Each download has its access line with the code the client saw.
+    codes = sorted(
+        getattr(r, "grpc_code", "")
+        for r in caplog.records
+        if r.name == "skillsvc.access" and "DownloadPackage" in r.getMessage()
+    )
+    assert codes == ["CANCELLED"] * 3 + ["DEADLINE_EXCEEDED"] * 2
 
 
 def test_exporters_follow_the_standard_variables() -> None:
