@@ -473,8 +473,8 @@ class Installer:
     ) -> Operation:
         """Reserve the version, get the bytes in, and start the background part."""
         started = time.monotonic()
-        begin_install(op)
         work = await asyncio.to_thread(self._store.new_work_dir, self.instance_id, op.operation_id)
+        begin_install(op)
         claimed = False
         try:
             if req.version:
