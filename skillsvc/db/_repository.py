@@ -381,6 +381,13 @@ def translate_errors(subject: str = "") -> Iterator[None]:
         raise Unavailable("the database is unavailable, retry later") from exc
 
 
+def _discard(conn: Any) -> None:
+    """Close ``conn`` at once (unless the pool already took a lost one back)."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        if not conn.is_closed():
+            conn.terminate()
+
+
 class _Discarding:
     """Runs each statement on a pooled connection; a connection error discards it.
 
@@ -399,7 +406,7 @@ class _Discarding:
             except BaseException as exc:
                 if is_connection_error(exc) or isinstance(exc, asyncio.CancelledError):
                     # A statement cut off half-way leaves the protocol mid-message.
-                    conn.terminate()
+                    _discard(conn)
                 raise
 
     async def execute(self, query: str, *args: Any) -> str:
@@ -1000,7 +1007,7 @@ class Database:
             raise
         finally:
             if discard:
-                conn.terminate()
+                _discard(conn)
             await self.pool.release(conn)
 
     async def close(self) -> None:
