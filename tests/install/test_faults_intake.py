@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -81,10 +82,10 @@ async def _count_receiving(stub: Stub, skill_id: str, count: int) -> bool:
 
 
 @contextlib.contextmanager
-def _tmpfs(path: Path, size: int) -> Iterator[Path]:
+def _tmpfs(path: Path, size: int, *options: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        ["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -193,3 +194,54 @@ async def _gauges_near(total: int) -> bool:
 
 async def _free_below(limit: int) -> bool:
     return _metric("skill_store_free_bytes") < limit
+
+
+def _fill_inodes(root: Path, leave: int) -> None:
+    """Use up the filesystem's inodes (empty files) until ``leave`` are free."""
+    spare = root / "inodes"
+    spare.mkdir()
+    free = os.statvfs(root).f_favail
+    for i in range(free - leave):
+        (spare / str(i)).touch()
+
+
+async def test_a_full_disk_while_committing_is_store_full(make_app: Any, tmp_path: Path) -> None:
+    # Committing writes no data, only names: the filesystem runs out of inodes when
+    # it creates the new skill's directory, after the archive became a blob.
+    with _tmpfs(tmp_path / "inodes", 6 * MiB, "nr_inodes=400") as small:
+        app: App = await make_app(data_dir=small, health_interval_seconds=600)
+        root = app.store.root
+        async with grpc.aio.insecure_channel(app.address) as chan:
+            stub = skill_service_pb2_grpc.SkillServiceStub(chan)
+            await create_skill(stub, "fresh")
+            data = skill_archive("fresh", "1.0.0")
+            # Staging needs a few inodes (work directory, archive, tree, files, the
+            # extractor's own): leave one more each time until extraction fits and
+            # the commit is what runs out. Every earlier attempt fails cleanly too.
+            for leave in range(4, 16):
+                _fill_inodes(root, leave)
+                accepted = await install(stub, "fresh", data)
+                seen = await events(stub, accepted.operation_id)
+                assert seen[-1].state == FAILED
+                assert seen[-1].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                if resources_pb2.INSTALL_STAGE_COMMITTING in [e.stage for e in seen]:
+                    break
+                shutil.rmtree(root / "inodes")
+            else:
+                raise AssertionError("the install never reached COMMITTING")
+            latest = (await operations(stub, "fresh"))[0]
+            assert "no space left" in latest.error.message
+            # Nothing partial: no version directory, no blob; the bytes are kept.
+            assert not (root / "packages" / "fresh").exists()
+            assert list((root / "blobs" / "sha256").iterdir()) == []
+            report = await maintenance.fsck(
+                app.db, app.store, repair=False, limits=Limits(), stale_after=60
+            )
+            assert report["healthy"], report
+            # With room again, Retry installs it from the kept bytes.
+            shutil.rmtree(root / "inodes")
+            retried = await stub.Retry(
+                skill_service_pb2.RetryRequest(operation_id=accepted.operation_id)
+            )
+            assert (await events(stub, retried.operation_id))[-1].state == OK
+        await app.stop(0)
