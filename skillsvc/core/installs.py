@@ -624,6 +624,10 @@ class Installer:
                 source_uri=op.source_uri,
                 operation_id=op.operation_id,
             )
+            if op.version != version:
+                # A version read from the manifest: on the operation in the claim's
+                # transaction, so recovery always knows which claim to release.
+                await tx.update_operation(op.operation_id, OperationChanges(version=version))
         return _Claim("claimed")
 
     async def _receive(
