@@ -21,8 +21,9 @@ Series:
   (``status`` = ``success`` | ``failed``), ``skill_install_duration_seconds``,
   ``skill_storage_bytes``;
 - ``skill_installs_running``/``skill_installs_queued``, the database pool
-  (``skillsvc_db_pool_max``, ``skillsvc_db_pool_size``, ``skillsvc_db_pool_in_use``) and
-  ``skillsvc_healthy``.
+  (``skillsvc_db_pool_max``, ``skillsvc_db_pool_size``, ``skillsvc_db_pool_in_use``),
+  ``skillsvc_healthy`` and the store's filesystem (``skill_store_free_bytes``,
+  ``skill_store_total_bytes``).
 """
 
 from __future__ import annotations
@@ -191,4 +192,18 @@ DB_POOL_IN_USE: Final = Gauge(
     "skillsvc_db_pool_in_use",
     "Pooled database connections acquired by a request or an install.",
     multiprocess_mode="livesum",
+)
+
+# The store's filesystem, so an alert fires before installs fail with STORE_FULL
+# (refreshed by every health probe; no node_exporter needed). Every worker of a node
+# measures the same filesystem: the most recent measurement is the value.
+STORE_FREE_BYTES: Final = Gauge(
+    "skill_store_free_bytes",
+    "Bytes free for the service on the file store's filesystem.",
+    multiprocess_mode="livemostrecent",
+)
+STORE_TOTAL_BYTES: Final = Gauge(
+    "skill_store_total_bytes",
+    "Size in bytes of the file store's filesystem.",
+    multiprocess_mode="livemostrecent",
 )
