@@ -49,6 +49,7 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_keys)  # key rotation (SPEC §7)
     await app.start()
     print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
     await stop.wait()
@@ -58,14 +59,14 @@ async def _serve(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from skillsvc.db import migrate
+    from skillsvc.db import migrate, schema_version
     from skillsvc.server import open_database
 
     db, embedded = await open_database(settings)
     try:
         async with db.pool.acquire() as conn:
             await migrate(conn)
-            version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+            version = await schema_version(conn)
         print(f"database schema at version {version}")
     finally:
         await db.close()
@@ -111,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SkillsvcError as exc:
         print(f"skillsvc: {exc.message}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # a key or certificate file the server could not use
+        print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
