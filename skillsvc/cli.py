@@ -4,6 +4,7 @@ skillsvc serve      run the gRPC service (the default configuration needs nothin
 skillsvc migrate    apply pending database migrations and exit
 skillsvc config     print the configuration variables as a Markdown table
 skillsvc token      mint a bearer token from SKILLSVC_JWT_SECRET (development, tests)
+skillsvc healthcheck  exit 0 when the running service is SERVING (container checks)
 skillsvc fsck       check packages against their recorded digests (--repair)
 skillsvc gc         remove what failures and crashes left (--older-than, --dry-run)
 skillsvc backup DIR / restore DIR   the database and the store, together
@@ -24,6 +25,7 @@ from skillsvc import __version__, runbook
 from skillsvc.auth import add_token_parser, token_command
 from skillsvc.config import ConfigError, Settings, config_table
 from skillsvc.errors import SkillsvcError
+from skillsvc.healthcheck import add_healthcheck_parser, healthcheck_command
 
 logger = logging.getLogger("skillsvc")
 
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("config", help="print the configuration variables")
     runbook.add_commands(commands)
     add_token_parser(commands)
+    add_healthcheck_parser(commands)
     return parser
 
 
@@ -103,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "token":
         return token_command(settings, args)
+    if args.command == "healthcheck":
+        return healthcheck_command(settings, args)
     _configure_logging(settings.log_level)
     try:
         if args.command in runbook.RUNNERS:

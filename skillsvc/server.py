@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = skill_service_pb2.DESCRIPTOR.services_by_name["SkillService"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+LIVENESS_SERVICE_NAME = "liveness"
+"""A health service name that is SERVING from start-up until shutdown begins, whatever
+the database does: for liveness probes, which must not restart a process because its
+database is away (readiness, service "", follows the database and the store)."""
 # Callable without a token (SPEC §7): probes and grpcurl's discovery.
 PUBLIC_SERVICES = frozenset({HEALTH_SERVICE_NAME, reflection.SERVICE_NAME})
 
@@ -153,6 +157,7 @@ class App:
         await self.listener.start()
         await self.installer.start()
         await self.server.start()
+        await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.check_health()
         self._tasks.append(asyncio.create_task(self._probe_forever(), name="health-probe"))
         if self.settings.metrics_addr:
