@@ -55,6 +55,12 @@ def test_variables_are_parsed() -> None:
         ("SKILLSVC_DATABASE_URL", "mysql://x", "postgresql://"),
         ("SKILLSVC_SHUTDOWN_GRACE_SECONDS", "-1", "negative"),
         ("SKILLSVC_LOG_LEVEL", "LOUD", "DEBUG"),
+        ("SKILLSVC_MAX_MESSAGE_BYTES", "0", "greater than 0"),
+        ("SKILLSVC_MAX_CONCURRENT_STREAMS", "0", "greater than 0"),
+        ("SKILLSVC_KEEPALIVE_SECONDS", "0", "greater than 0"),
+        ("SKILLSVC_KEEPALIVE_MIN_PING_SECONDS", "-1", "negative"),
+        ("SKILLSVC_MAX_CONNECTION_AGE_SECONDS", "soon", "a number"),
+        ("SKILLSVC_MAX_CONNECTION_AGE_GRACE_SECONDS", "-5", "negative"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, words: str) -> None:
