@@ -105,11 +105,9 @@ class JwtAuthentication:
     def verify(self, token: str) -> Caller:
         """The caller a token names, or raise Unauthenticated."""
         try:
-            key = self._signing_key(token)
-            # The signature is checked before the claims are even parsed; then the
-            # times must be JSON numbers (RFC 7519 NumericDate) before PyJWT compares
-            # them, since it would read a numeric string as a number.
-            signed = jwt.api_jws.decode_complete(token, key.key, algorithms=[key.algorithm])
+            key, signed = self._verify_signature(token)
+            # The times must be JSON numbers (RFC 7519 NumericDate) before PyJWT
+            # compares them, since it would read a numeric string as a number.
             check_numeric_dates(signed["payload"])
             claims = jwt.decode(
                 token,
@@ -128,8 +126,8 @@ class JwtAuthentication:
             raise _invalid(f"invalid token: {type(exc).__name__}") from None
         return caller_from_claims(claims)
 
-    def _signing_key(self, token: str) -> VerificationKey:
-        """The configured key whose signature the token carries."""
+    def _verify_signature(self, token: str) -> tuple[VerificationKey, dict[str, Any]]:
+        """The configured key that signed the token, and PyJWS's decoded parts."""
         header = jwt.get_unverified_header(token)
         candidates = self._keys.candidates(header.get("alg"), header.get("kid"))
         if not candidates:
@@ -139,11 +137,11 @@ class JwtAuthentication:
             )
         for key in candidates[:-1]:
             try:
-                jwt.api_jws.decode_complete(token, key.key, algorithms=[key.algorithm])
+                return key, jwt.api_jws.decode_complete(token, key.key, algorithms=[key.algorithm])
             except jwt.InvalidSignatureError:
                 continue  # another secret of the rotation may have signed it
-            return key
-        return candidates[-1]
+        last = candidates[-1]
+        return last, jwt.api_jws.decode_complete(token, last.key, algorithms=[last.algorithm])
 
 
 _NUMERIC_DATES: Final = ("exp", "nbf", "iat")
