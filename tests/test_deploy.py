@@ -129,10 +129,11 @@ def _healthcheck_argv() -> list[str]:
     return [sys.executable, "-m", "skillsvc.cli", *command[1:]]
 
 
-async def _run_healthcheck(env: dict[str, str]) -> tuple[int, str, str]:
+async def _run_healthcheck(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     """(exit status, stdout, stderr); asynchronously, as the servers share this loop."""
     proc = await asyncio.create_subprocess_exec(
         *_healthcheck_argv(),
+        *args,
         env=child_env(**env),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -171,6 +172,29 @@ async def test_the_image_healthcheck_command_probes_a_live_server(
     code, _, err = await _run_healthcheck(tls)
     assert code == 1
     assert "NOT_SERVING" in err
+
+
+async def test_the_healthcheck_command_presents_a_client_certificate_for_mutual_tls(
+    make_app: Any, tmp_path: Path
+) -> None:
+    ca = CertificateAuthority()
+    cert, key = ca.issue("skillsvc", server=True).write(tmp_path, "server")
+    probe_cert, probe_key = ca.issue("probe", server=False).write(tmp_path, "probe")
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    app: App = await make_app(
+        tls_cert_file=cert, tls_key_file=key, tls_client_ca_file=tmp_path / "ca.pem"
+    )
+    env = {
+        "SKILLSVC_LISTEN_ADDR": app.address,
+        "SKILLSVC_TLS_CERT_FILE": str(cert),
+        "SKILLSVC_TLS_KEY_FILE": str(key),
+        "SKILLSVC_TLS_CLIENT_CA_FILE": str(tmp_path / "ca.pem"),
+    }
+    code, _, err = await _run_healthcheck(env)
+    assert code == 1, "no client certificate: the handshake fails"
+    code, out, err = await _run_healthcheck(env, "--cert", str(probe_cert), "--key", str(probe_key))
+    assert code == 0, err
+    assert out.strip() == f"{app.address}: SERVING"
 
 
 # -- docker compose ------------------------------------------------------------------

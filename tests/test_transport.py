@@ -57,14 +57,28 @@ class stalled_upload:
         raise StopAsyncIteration
 
 
+def staged(store_root: Path) -> list[Path]:
+    """What the processes' staging directories hold (trash aside)."""
+    return [p for p in (store_root / "staging").glob("*/*") if p.name != ".trash"]
+
+
+async def while_staged(call: Any, store_root: Path) -> Any:
+    """Start ``call`` and wait (bounded) until its upload is being staged."""
+    task = asyncio.ensure_future(call)
+    async with asyncio.timeout(30):
+        while not staged(store_root):
+            assert not task.done(), "the call ended before anything was staged"
+            await asyncio.sleep(0.02)
+    return task
+
+
 async def settled(db: asyncpg.Connection, store_root: Path) -> list[Any]:
     """Wait (bounded) until no operation runs and staging holds nothing; the rows."""
     async with asyncio.timeout(30):
         while True:
             rows = await db.fetch("SELECT state, error_code FROM skill_install_logs")
             busy = [r for r in rows if r["state"] in {"PENDING", "RUNNING"}]
-            staged = [p for p in (store_root / "staging").glob("*/*") if p.name != ".trash"]
-            if not busy and not staged:
+            if not busy and not staged(store_root):
                 return list(rows)
             await asyncio.sleep(0.05)
 
@@ -77,9 +91,10 @@ async def test_an_upload_past_its_deadline_leaves_nothing_behind(
     never = asyncio.Event()
     call = stub.Install(
         stalled_upload(upload_spec("slow-skill", data, version="1.0.0"), data[:100], never),
-        timeout=1.0,
+        timeout=3.0,
     )
-    await expect_status(call, C.DEADLINE_EXCEEDED)
+    # The upload is under way in staging when the deadline strikes.
+    await expect_status(await while_staged(call, app.store.root), C.DEADLINE_EXCEEDED)
     rows = await settled(db, app.store.root)
     # Whatever was recorded is terminal; no version stays INSTALLING, no blob was kept
     # (the archive never arrived whole), and the version can be installed at once.
@@ -91,6 +106,30 @@ async def test_an_upload_past_its_deadline_leaves_nothing_behind(
     op = await stub.Install(_whole(upload_spec("slow-skill", data, version="1.0.0"), data))
     final = await _finish(stub, op.operation_id)
     assert final.state == resources_pb2.OPERATION_STATE_SUCCEEDED, final.error
+
+
+class stalled_validation(stalled_upload):
+    """A Validate stream that stalls after its first chunk."""
+
+    def __init__(self, spec: skill_service_pb2.ValidateSpec, first: bytes) -> None:
+        super().__init__(skill_service_pb2.InstallSpec(), first, asyncio.Event())
+        self._messages = [
+            skill_service_pb2.ValidateRequest(spec=spec),  # type: ignore[list-item]
+            skill_service_pb2.ValidateRequest(chunk=first),  # type: ignore[list-item]
+        ]
+
+
+async def test_a_validation_past_its_deadline_leaves_nothing_behind(app: App, stub: Stub) -> None:
+    data = skill_archive("checked", "1.0.0")
+    spec = skill_service_pb2.ValidateSpec(
+        skill_id="checked", upload=skill_service_pb2.UploadSource(size_bytes=len(data))
+    )
+    call = stub.Validate(stalled_validation(spec, data[:100]), timeout=3.0)
+    await expect_status(await while_staged(call, app.store.root), C.DEADLINE_EXCEEDED)
+    async with asyncio.timeout(30):
+        while staged(app.store.root):
+            await asyncio.sleep(0.05)
+    assert not any((app.store.root / "blobs" / "sha256").iterdir())
 
 
 async def _whole(
