@@ -177,7 +177,7 @@ class Settings:
         "SKILLSVC_JWT_PUBLIC_KEY_FILE",
         None,
         "PEM public key that verifies RS256 (RSA, 2048+ bits) or ES256 (P-256) tokens, "
-        "instead of a secret.",
+        "alongside any secrets and JWKS keys. Read at start-up only.",
     )
     """RS256/ES256 verification key."""
     jwt_secrets_file: Path | None = _setting(
