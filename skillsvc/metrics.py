@@ -2,6 +2,11 @@
 
 Metric objects are process-wide by Prometheus convention; they hold numbers, not
 connections, so several servers in one process (tests) simply share them.
+
+Under ``serve``'s supervisor every worker process writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when this
+module is first imported) and the supervisor's one endpoint adds them up. Counters and
+histograms are summed; each gauge says how its workers' values combine.
 """
 
 from __future__ import annotations
@@ -34,8 +39,12 @@ INSTALL_DURATION: Final = Histogram(
 STORAGE_BYTES: Final = Gauge(
     "skill_storage_bytes",
     "Bytes held in the file store: extracted packages and original archives.",
+    # Every worker of a host measures the same shared store: the largest live view.
+    multiprocess_mode="livemax",
 )
 HEALTHY: Final = Gauge(
     "skillsvc_healthy",
     "1 while the database and the store answer the health probe, else 0.",
+    # 0 as soon as one live worker's probe fails.
+    multiprocess_mode="livemin",
 )
