@@ -23,7 +23,8 @@ The service is CPU-bound in one event loop, so one process uses one core. With
    its own heartbeat) and its live gauges are dropped from the endpoint;
 6. passes SIGTERM and SIGINT on to every worker, each of which stops exactly like a
    single-process ``serve`` (health NOT_SERVING, grace period, exit), and exits 0
-   once all have exited 0 (1 otherwise), after stopping the embedded PostgreSQL.
+   once all have exited 0 (1 otherwise), after stopping the embedded PostgreSQL;
+   SIGHUP is passed on too, and changes nothing in the supervisor.
 
 The supervisor itself imports no gRPC and holds no database connection while serving.
 """
@@ -68,18 +69,26 @@ def reserve_address(listen_addr: str) -> tuple[socket.socket, str]:
 
     The socket never listens, so it takes no connections; kept bound, it holds the
     port (the one the kernel chose for port 0) for the workers, which bind beside it
-    with the same option, like grpc's ``examples/python/multiprocessing``.
+    with the same option, like grpc's ``examples/python/multiprocessing``. A port that
+    another program (another ``serve`` included) already listens on is refused first:
+    with ``SO_REUSEPORT`` alone the kernel would let both share it.
     """
     host, _, port_text = listen_addr.rpartition(":")
     try:
-        infos = socket.getaddrinfo(
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
             host.strip("[]") or None, int(port_text), type=socket.SOCK_STREAM
-        )
-        family, kind, proto, _, sockaddr = infos[0]
-        sock = socket.socket(family, kind, proto)
+        )[0]
     except OSError as exc:
         raise CannotListen(f"cannot listen on {listen_addr}: {exc}") from exc
+    sock = socket.socket(family, kind, proto)
     try:
+        if sockaddr[1] != 0:
+            # SO_REUSEADDR like gRPC's own sockets: only a live socket conflicts, not
+            # connections of an earlier run still in TIME_WAIT.
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
     except OSError as exc:
@@ -125,17 +134,23 @@ class Supervisor:
         # A repeated signal is passed on again; workers treat it as the same request.
         self._forward()
 
-    def _forward(self) -> None:
+    def _forward(self, signum: int | None = None) -> None:
         for slot in self._slots:
             if slot.proc is not None and slot.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    slot.proc.send_signal(self._signal)
+                    slot.proc.send_signal(self._signal if signum is None else signum)
+
+    def _on_reload(self) -> None:
+        # SIGHUP means "re-read what can be re-read" (SPEC §7's keys): the workers' job.
+        logger.info("SIGHUP: passing it on to %d workers", len(self.pids))
+        self._forward(signal.SIGHUP)
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; the process's exit code."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         try:
             reservation, address = reserve_address(self._settings.listen_addr)
         except CannotListen as exc:
@@ -180,7 +195,7 @@ class Supervisor:
             if embedded is not None:
                 await embedded.stop()
             reservation.close()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
     async def _supervise(self, address: str) -> int:

@@ -57,6 +57,9 @@ async def run(settings: Settings, ready_fd: int) -> int:
     # Installed before anything starts, so a signal during start-up still stops cleanly.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # The supervisor passes SIGHUP on; its default action would kill the worker. A
+    # handler the server installs for it later (key reloads) replaces this one.
+    loop.add_signal_handler(signal.SIGHUP, logger.info, "SIGHUP: nothing to reload")
     configure_tracing(os.environ)
     app = await build_server(settings, run_migrations=False, reuse_port=True)
     await app.start()

@@ -117,6 +117,17 @@ async def test_workers_share_one_port_and_stop_together_on_sigterm(serve, db_url
             break
     assert owners == pids
 
+    # SIGHUP (key reloads, SPEC §7) is passed on to the workers and stops nobody.
+    served.proc.send_signal(signal.SIGHUP)
+
+    async def both_told() -> bool:
+        lines = served.log.read_text().splitlines()
+        return sum("[worker" in line and "SIGHUP" in line for line in lines) == 2
+
+    await _poll(both_told)
+    assert all(_alive(pid) for pid in pids)
+    await served.wait_serving()
+
     assert await served.terminate() == 0
     assert not any(_alive(pid) for pid in pids)
     # Each worker stopped like a single process: it removed its own heartbeat row.
@@ -253,8 +264,32 @@ async def test_one_metrics_endpoint_adds_up_every_worker(serve, db_url: str) -> 
     assert await served.terminate() == 0
 
 
-def test_a_port_taken_by_another_program_stops_serve_with_exit_2(tmp_path: Path) -> None:
+async def test_a_worker_that_keeps_dying_is_restarted_ever_later(serve, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    served = await serve(SKILLSVC_DATABASE_URL=db_url, SKILLSVC_WORKERS="2")
+    await served.wait_serving()
+    pids = await _workers(served, db_url, 2)
+    victim = min(pids)
+    # The same worker dies twice in a row: the second restart waits twice as long.
+    for restart, delay in ((1, "0.5"), (2, "1.0")):
+        os.kill(victim, signal.SIGKILL)
+        replaced = await _workers(served, db_url, 2)
+        assert victim not in replaced
+        assert (
+            f"(pid {victim}) was killed by SIGKILL; restarting it in {delay}s (restart {restart})"
+            in served.log.read_text()
+        )
+        (victim,) = replaced - pids
+        pids = replaced
+    assert await served.terminate() == 0
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuseport"])
+def test_a_port_taken_by_another_program_stops_serve_with_exit_2(
+    tmp_path: Path, reuse_port: bool
+) -> None:
     with socket.socket() as taken:
+        # gRPC servers set SO_REUSEPORT by default: the supervisor must not join them.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
