@@ -532,7 +532,8 @@ def _tree_cpu_seconds(proc: psutil.Process) -> dict[int, float]:
 async def worker_scaling(b: Bench) -> None:
     """Scenario 3's load on ``SKILLSVC_WORKERS=2`` vs ``=1``, rounds interleaved.
 
-    Two extra servers on the benchmark's PostgreSQL, each with a fresh store. Each of
+    Two extra servers on the benchmark's PostgreSQL, each with a fresh database and
+    store. Each of
     the 50 clients has a channel (a TCP connection) of its own, so SO_REUSEPORT can
     spread them over the workers; the 1-worker server gets the very same client.
     """
@@ -540,12 +541,15 @@ async def worker_scaling(b: Bench) -> None:
     clients = p.s3_clients
     per_client = p.s8_installs // clients
     counts = (1, 2)
+    # A database and a store of their own: fresh, and without the earlier scenarios'
+    # thousands of packages (a new server materialises every current version).
+    urls = {n: await b.postgres.create_database(f"bench_s8_w{n}") for n in counts}
     servers = {
         n: Served.start(
             f"server-w{n}",
             b.tmp / f"s8-w{n}",
             b.tmp,
-            SKILLSVC_DATABASE_URL=b.postgres.url,
+            SKILLSVC_DATABASE_URL=urls[n],
             **{**b.server_env, "SKILLSVC_WORKERS": str(n)},
         )
         for n in counts
@@ -562,8 +566,10 @@ async def worker_scaling(b: Bench) -> None:
             for n in counts
         }
         for n in counts:
-            for client_slots in slots[n]:
-                await _create_skills(b, client_slots)
+            async with channel(servers[n].address) as chan:
+                for client_slots in slots[n]:
+                    for skill in dict.fromkeys(skill for skill, _ in client_slots):
+                        await create_skill(Stub(chan), skill)
         b.log(
             f"S8: {clients} clients x {per_client} installs per round, 1 warm-up + "
             f"{p.s8_rounds} rounds per worker count, interleaved"
@@ -580,6 +586,7 @@ async def worker_scaling(b: Bench) -> None:
                     ]
                     for client_slots in slots[n]
                 ]
+                await b.postgres.vacuum_checkpoint(urls[n])
                 await b.quiesce()
                 results: list[InstallResult] = []
                 chans = [
