@@ -216,6 +216,57 @@ async def test_a_worker_killed_under_load_is_reaped_and_replaced(  # type: ignor
     assert await served.terminate() == 0
 
 
+async def test_sigterm_gives_each_worker_its_grace_period(  # type: ignore[no-untyped-def]
+    serve, db_url: str, archive_server: ArchiveServer
+) -> None:
+    served = await serve(
+        SKILLSVC_DATABASE_URL=db_url,
+        SKILLSVC_WORKERS="2",
+        SKILLSVC_URL_ALLOW_PRIVATE="true",
+        SKILLSVC_SHUTDOWN_GRACE_SECONDS="30",
+    )
+    await served.wait_serving()
+    pids = await _workers(served, db_url, 2)
+    archive_server.gate.clear()
+    # An install held half-way on each worker (fresh connections until both have one).
+    by_owner: dict[int, str] = {}
+    for i in range(40):
+        skill = f"graceful-{i}"
+        archive_server.files[f"/{skill}.tgz"] = skill_archive(skill, "1.0.0")
+        async with grpc.aio.insecure_channel(served.address) as chan:
+            stub = Stub(chan)
+            await create_skill(stub, skill)
+            op = await install_url(stub, skill, archive_server.url(f"/{skill}.tgz"))
+        by_owner.setdefault(await _owner_pid(db_url, op.operation_id), op.operation_id)
+        if set(by_owner) == pids:
+            break
+    assert set(by_owner) == pids
+
+    served.proc.send_signal(signal.SIGTERM)
+
+    async def both_stopping() -> bool:
+        text = served.log.read_text()
+        return all(f"[worker {n}]: shutting down" in text for n in (0, 1))
+
+    await _poll(both_stopping)
+    assert served.proc.returncode is None, "the supervisor waits for its workers"
+    archive_server.gate.set()
+    async with asyncio.timeout(60):
+        assert await served.proc.wait() == 0
+    conn = await asyncpg.connect(db_url)
+    try:
+        states = {
+            row["state"]
+            for row in await conn.fetch(
+                "SELECT state FROM skill_install_logs WHERE operation_id = ANY($1::uuid[])",
+                list(by_owner.values()),
+            )
+        }
+    finally:
+        await conn.close()
+    assert states == {"SUCCEEDED"}
+
+
 def _scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
