@@ -159,13 +159,7 @@ class Supervisor:
         embedded: Any = None
         metrics_server: Any = None
         try:
-            url = self._settings.database_url
-            if url is None:
-                from skillsvc.db import EmbeddedPostgres
-
-                embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
-                url = embedded.url
-            await _migrate(url)
+            # Fresh and private (mkdtemp: mode 0700), so no other run's files are added in.
             self._metrics_dir = Path(tempfile.mkdtemp(prefix="skillsvc-metrics-"))
             if self._settings.metrics_addr:
                 try:
@@ -177,6 +171,13 @@ class Supervisor:
                         file=sys.stderr,
                     )
                     return 2
+            url = self._settings.database_url
+            if url is None:
+                from skillsvc.db import EmbeddedPostgres
+
+                embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
+                url = embedded.url
+            await _migrate(url)
             self._worker_env = {
                 **self._environ,
                 "SKILLSVC_DATABASE_URL": url,

@@ -334,29 +334,39 @@ async def test_a_worker_that_keeps_dying_is_restarted_ever_later(serve, db_url: 
     assert await served.terminate() == 0
 
 
-@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuseport"])
+@pytest.mark.parametrize(
+    ("taken_by", "reuse_port", "words"),
+    [
+        ("SKILLSVC_LISTEN_ADDR", False, "cannot listen on"),
+        # gRPC servers set SO_REUSEPORT by default: the supervisor must not join them.
+        ("SKILLSVC_LISTEN_ADDR", True, "cannot listen on"),
+        ("SKILLSVC_METRICS_ADDR", False, "cannot serve metrics on"),
+    ],
+    ids=["grpc", "grpc-reuseport", "metrics"],
+)
 def test_a_port_taken_by_another_program_stops_serve_with_exit_2(
-    tmp_path: Path, reuse_port: bool
+    tmp_path: Path, taken_by: str, reuse_port: bool, words: str
 ) -> None:
     with socket.socket() as taken:
-        # gRPC servers set SO_REUSEPORT by default: the supervisor must not join them.
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {
+            "SKILLSVC_WORKERS": "2",
+            "SKILLSVC_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
+            "SKILLSVC_DATA_DIR": str(tmp_path / "data"),
+            "SKILLSVC_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+            taken_by: address,
+        }
         result = subprocess.run(
             [sys.executable, "-m", "skillsvc.cli", "serve"],
-            env=child_env(
-                SKILLSVC_WORKERS="2",
-                SKILLSVC_LISTEN_ADDR=address,
-                SKILLSVC_DATA_DIR=str(tmp_path / "data"),
-                SKILLSVC_METRICS_ADDR="",
-            ),
+            env=child_env(**env),
             capture_output=True,
             text=True,
             timeout=60,
         )
     assert result.returncode == 2
-    assert f"cannot listen on {address}" in result.stderr
+    assert f"{words} {address}" in result.stderr
     # Refused before anything started: no embedded PostgreSQL was initialised.
     assert not (tmp_path / "data" / "postgres").exists()
