@@ -48,3 +48,17 @@ HEALTHY: Final = Gauge(
     # 0 as soon as one live worker's probe fails.
     multiprocess_mode="livemin",
 )
+
+# The store's filesystem, so an alert fires before installs fail with STORE_FULL
+# (refreshed by every health probe; no node_exporter needed).
+STORE_FREE_BYTES: Final = Gauge(
+    "skill_store_free_bytes",
+    "Bytes free for the service on the file store's filesystem.",
+    # Workers probe the same filesystem in turn: the latest reading of a live one.
+    multiprocess_mode="livemostrecent",
+)
+STORE_TOTAL_BYTES: Final = Gauge(
+    "skill_store_total_bytes",
+    "Size in bytes of the file store's filesystem.",
+    multiprocess_mode="livemax",
+)

@@ -310,8 +310,9 @@ async def test_one_metrics_endpoint_adds_up_every_worker(serve, db_url: str) -> 
     # The counter is the sum of both workers' (each counted only its own installs).
     samples = await _poll(counted, timeout=30)
     # Gauges are combined too (one series, not one per worker pid).
-    assert len(samples["skill_storage_bytes"]) == 1
-    assert samples["skill_storage_bytes"][0][1] > 0
+    for gauge in ("skill_storage_bytes", "skill_store_free_bytes", "skill_store_total_bytes"):
+        assert len(samples[gauge]) == 1, gauge
+        assert samples[gauge][0][1] > 0, gauge
     assert await served.terminate() == 0
 
 
