@@ -26,7 +26,9 @@ The service is CPU-bound in one event loop, so one process uses one core. With
    once all have exited 0 (1 otherwise), after stopping the embedded PostgreSQL;
    SIGHUP is passed on too, and changes nothing in the supervisor.
 
-The supervisor itself imports no gRPC and holds no database connection while serving.
+The supervisor creates no gRPC object (the settings check imports the module, which is
+harmless: workers are fresh interpreters, not forks) and holds no database connection
+while serving.
 """
 
 from __future__ import annotations
