@@ -128,7 +128,7 @@ def skillctl_env(**values: str) -> dict[str, str]:
     return env
 
 
-async def skillctl(address: str, *argv: str, **env: str) -> Result:
+async def skillctl(address: str, *argv: str, cwd: Path | None = None, **env: str) -> Result:
     """Run skillctl as a real process (stdout and stderr are pipes, not terminals)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -137,6 +137,7 @@ async def skillctl(address: str, *argv: str, **env: str) -> Result:
         *argv,
         env=skillctl_env(SKILLSVC_ADDR=address, **env),
         stdin=subprocess.DEVNULL,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

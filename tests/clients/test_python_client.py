@@ -11,7 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from skillsvc.server import App
+from skillsvc.config import Settings
+from skillsvc.server import App, build_server
 from skillsvc_client import (
     AsyncClient,
     Client,
@@ -114,7 +115,7 @@ async def test_a_hostile_archive_fails_naming_the_violation(app: App) -> None:
         error = caught.value
         assert error.operation.state == FAILED
         assert error.report is not None
-        assert "PATH_TRAVERSAL ../escape" in str(error)
+        assert "PATH_TRAVERSAL (../escape)" in str(error)
 
 
 async def test_watch_rollback_download_and_errors(app: App, tmp_path: Path) -> None:
@@ -219,23 +220,17 @@ class _Signalling(RetryPolicy):
             yield delay
 
 
-async def _create_waiting_for_ready(address: str, skill_id: str) -> None:
-    # A raw call that waits out the channel's reconnect backoff (the port refused
-    # connections a moment ago, and gRPC shares that subchannel between channels).
-    from skillsvc_client.v1 import skill_service_pb2, skill_service_pb2_grpc
-
-    async with grpc.aio.insecure_channel(address) as channel:
-        await skill_service_pb2_grpc.SkillServiceStub(channel).CreateSkillDefinition(
-            skill_service_pb2.CreateSkillDefinitionRequest(
-                definition=resources_pb2.SkillDefinition(skill_id=skill_id)
-            ),
-            wait_for_ready=True,
-            timeout=30,
-        )
-
-
-async def test_unavailable_is_retried_and_an_install_runs_once(make_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_unavailable_is_retried_and_an_install_runs_once(
+    make_app, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
     from tests.processes import free_port
+
+    # The definition exists before the server the client will reach comes up.
+    first = await build_server(settings)
+    await first.start()
+    async with AsyncClient(Connection(first.address)) as admin:
+        await admin.create("pdf-tools")
+    await first.stop(0)
 
     port = free_port()
     failed = asyncio.Event()
@@ -245,11 +240,13 @@ async def test_unavailable_is_retried_and_an_install_runs_once(make_app, tmp_pat
     async with AsyncClient(connection) as client:
         install = client.install(skill_archive("pdf-tools", "1.0.0"))
         attempt = asyncio.create_task(install.wait())
-        await failed.wait()  # the server is not there yet: UNAVAILABLE, backing off
-        app: App = await make_app(listen_addr=f"127.0.0.1:{port}")
-        await _create_waiting_for_ready(app.address, "pdf-tools")
+        await failed.wait()  # nothing listens yet: UNAVAILABLE, backing off
+        await make_app(listen_addr=f"127.0.0.1:{port}")
         op = await attempt
         assert op.state == SUCCEEDED
+        # A repeat with the same request_id (what a retry sends) is the same operation.
+        repeat = client.install(skill_archive("pdf-tools", "1.0.0"), request_id=install.request_id)
+        assert (await repeat.wait()).operation_id == op.operation_id
         history = await client.history("pdf-tools")
         assert [o.request_id for o in history] == [install.request_id]
 

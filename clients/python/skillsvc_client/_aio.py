@@ -234,18 +234,22 @@ class AsyncClient:
         """
         delays = self.connection.retry.delays()
         request = skill_service_pb2.InstallProgressRequest(operation_id=operation_id)
+        finished = False
         while True:
             try:
                 call = self._stub.InstallProgress(
                     request, timeout=self.connection.transfer_timeout, metadata=self._metadata
                 )
+                # The server ends the stream after the terminal event; reading to the
+                # end (rather than hanging up) lets the call finish cleanly on both sides.
                 async for event in call:
+                    finished = finished or _common.is_terminal(event)
                     yield event
-                    if _common.is_terminal(event):
-                        return
                 return
             except grpc.aio.AioRpcError as exc:
                 delay = next(delays, None)
+                if finished:
+                    return
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
                     raise from_rpc_error(exc) from None
                 await asyncio.sleep(delay)

@@ -205,7 +205,8 @@ def describe(error: SkillsvcError) -> str:
     """One line saying what failed: the message, then the field or violation it concerns."""
     parts = [f"{error.code.name}: {error.message}"]
     parts += [f"{v.field}: {v.description}" for v in error.field_violations]
-    parts += error_violations(error.report)
+    # Each violation once: the server's message often already names the first one.
+    parts += [v for v in error_violations(error.report) if v.split(":", 1)[1] not in error.message]
     return "; ".join(parts).replace("\n", " ")
 
 

@@ -233,17 +233,20 @@ class Client:
         """
         delays = self.connection.retry.delays()
         request = skill_service_pb2.InstallProgressRequest(operation_id=operation_id)
+        finished = False
         while True:
             try:
                 for event in self._stub.InstallProgress(
                     request, timeout=self.connection.transfer_timeout, metadata=self._metadata
                 ):
+                    # Read to the end: the server closes the stream after the terminal event.
+                    finished = finished or _common.is_terminal(event)
                     yield event
-                    if _common.is_terminal(event):
-                        return
                 return
             except grpc.RpcError as exc:
                 delay = next(delays, None)
+                if finished:
+                    return
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
                     raise from_rpc_error(exc) from None
                 time.sleep(delay)

@@ -378,7 +378,8 @@ def exit_code(error: Exception) -> int:
 
 def _message(error: Exception) -> str:
     if isinstance(error, InstallFailed):
-        return f"{error.operation.skill_id} {error.operation.version} failed: {describe(error)}"
+        what = f"{error.operation.skill_id} {error.operation.version}".strip()
+        return f"install of {what} failed: {describe(error)}"
     if isinstance(error, InvalidArgument | SkillsvcError):
         return describe(error)
     return str(error)
