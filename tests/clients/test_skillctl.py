@@ -166,3 +166,41 @@ async def test_exit_codes_and_one_line_errors(make_app, tmp_path: Path) -> None:
     assert (await skillctl(app.address, "show", "nothing", "--token", reader)).code == 3
     down = await skillctl(f"127.0.0.1:{free_port()}", "list", "--timeout", "2")
     assert down.code == 5 and down.err.startswith("skillctl: UNAVAILABLE")
+
+
+def test_the_progress_display_on_a_terminal() -> None:
+    import io
+
+    from skillsvc_client._progress import ProgressView
+    from skillsvc_client.v1 import resources_pb2 as pb
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    total = 3 << 20
+    with ProgressView(screen) as view:
+        for done in (1 << 20, 2 << 20, total):
+            view.update(
+                pb.InstallEvent(
+                    stage=pb.INSTALL_STAGE_RECEIVING,
+                    bytes_done=done,
+                    bytes_total=total,
+                    message="uploading",
+                )
+            )
+        for stage, message in (
+            (pb.INSTALL_STAGE_VALIDATING, "validating the package"),
+            (pb.INSTALL_STAGE_DONE, "1.0.0 installed and current"),
+        ):
+            view.update(pb.InstallEvent(stage=stage, message=message))
+    raw = screen.getvalue()
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", raw)
+    # rich redraws in place (cursor controls), keeps a ticked line per finished stage,
+    # and shows the upload in bytes.
+    assert "\x1b[" in raw
+    assert "✓ receiving: uploading" in shown
+    assert "✓ validating: validating the package" in shown
+    assert "done: 1.0.0 installed and current" in shown
+    assert "2.0 MiB of 3.0 MiB" in shown

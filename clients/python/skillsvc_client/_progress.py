@@ -7,12 +7,10 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
     SpinnerColumn,
     TaskID,
     TextColumn,
-    TransferSpeedColumn,
 )
 
 from skillsvc_client.v1 import resources_pb2
@@ -36,8 +34,9 @@ def human_bytes(count: int) -> str:
 class ProgressView:
     """Shows install events as they come.
 
-    On a terminal: a rich progress bar with bytes and speed for the upload, then a
-    spinner naming each stage, with a line kept per finished stage. Elsewhere (a pipe,
+    On a terminal: a rich progress bar with the bytes sent for the upload, then a
+    spinner and a pulsing bar naming each stage, with a ticked line kept per finished
+    stage. Elsewhere (a pipe,
     a log file): one plain line per stage and per quarter of the upload, so CI logs
     stay readable.
     """
@@ -49,6 +48,7 @@ class ProgressView:
         self._tty = enabled and self._console.is_terminal
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._description = ""
         self._stage = -1
         self._quarter = -1
 
@@ -58,8 +58,7 @@ class ProgressView:
                 SpinnerColumn(),
                 TextColumn("{task.description:<40}"),
                 BarColumn(),
-                DownloadColumn(binary_units=True),
-                TransferSpeedColumn(),
+                TextColumn("{task.fields[transfer]}"),
                 console=self._console,
             )
             self._progress.start()
@@ -84,14 +83,21 @@ class ProgressView:
     def _rich(self, event: resources_pb2.InstallEvent, name: str, changed: bool) -> None:
         assert self._progress is not None
         description = f"{name}: {event.message}" if event.message else name
-        total = event.bytes_total or None
-        if self._task is None:
-            self._task = self._progress.add_task(description, total=total)
-        elif changed:
-            self._progress.console.print(f"[green]✓[/] {self._progress.tasks[0].description}")
+        total = event.bytes_total or None  # no byte count: the bar pulses
+        if changed or self._task is None:
+            if self._task is not None:
+                # Keep a line per finished stage above the live one.
+                self._progress.console.print(f"[green]✓[/] {self._description}")
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(description, total=total, transfer="")
+        self._description = description
+        transfer = ""
+        if total:
+            transfer = f"{human_bytes(event.bytes_done)} of {human_bytes(total)}"
         self._progress.update(
-            self._task, description=description, total=total, completed=event.bytes_done
+            self._task, description=description, completed=event.bytes_done, transfer=transfer
         )
+        self._progress.refresh()  # events are few (one per MiB or stage): draw each one
 
     def _plain(self, event: resources_pb2.InstallEvent, name: str, changed: bool) -> None:
         if event.stage == resources_pb2.INSTALL_STAGE_RECEIVING and event.bytes_total > 0:
