@@ -118,11 +118,17 @@ async def test_a_hostile_archive_fails_naming_the_violation(app: App) -> None:
         assert "PATH_TRAVERSAL (../escape)" in str(error)
 
 
-async def test_watch_rollback_download_and_errors(app: App, tmp_path: Path) -> None:
+async def test_watch_rollback_download_and_errors(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skillsvc_client import _common
+
+    monkeypatch.setattr(_common, "PAGE_SIZE", 1)  # every list below spans pages
     async with AsyncClient(Connection(app.address)) as client:
         await client.create("pdf-tools")
         first = await client.install(skill_archive("pdf-tools", "1.0.0")).wait()
         await client.install(skill_archive("pdf-tools", "1.1.0")).wait()
+        assert [p.version for p in await client.versions("pdf-tools")] == ["1.1.0", "1.0.0"]
         watched = [e async for e in client.watch(first.operation_id)]
         assert [e.stage for e in watched] == [DONE]  # a finished operation: its end only
 
@@ -130,7 +136,11 @@ async def test_watch_rollback_download_and_errors(app: App, tmp_path: Path) -> N
         assert (back.from_version, back.to_version) == ("1.1.0", "1.0.0")
         assert (await client.get("pdf-tools")).current_version == "1.0.0"
         history = await client.history("pdf-tools")
-        assert [op.type for op in history][:1] == [resources_pb2.OPERATION_TYPE_ROLLBACK]
+        assert [op.type for op in history] == [
+            resources_pb2.OPERATION_TYPE_ROLLBACK,
+            resources_pb2.OPERATION_TYPE_INSTALL,
+            resources_pb2.OPERATION_TYPE_INSTALL,
+        ]
 
         target = tmp_path / "out" / "pdf.tgz"
         target.parent.mkdir()

@@ -204,3 +204,62 @@ def test_the_progress_display_on_a_terminal() -> None:
     assert "✓ validating: validating the package" in shown
     assert "done: 1.0.0 installed and current" in shown
     assert "2.0 MiB of 3.0 MiB" in shown
+
+
+async def test_skillctl_over_mutual_tls_with_a_token_from_the_environment(
+    make_app, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.auth.certs import CertificateAuthority
+    from tests.auth.conftest import SECRET, mint
+
+    ca = CertificateAuthority()
+    cert, key = ca.issue("skillsvc", server=True).write(tmp_path, "server")
+    client_cert, client_key = ca.issue("ci", server=False).write(tmp_path, "client")
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    app: App = await make_app(
+        tls_cert_file=cert,
+        tls_key_file=key,
+        tls_client_ca_file=tmp_path / "ca.pem",
+        auth="jwt",
+        jwt_secret=SECRET,
+    )
+    env = {
+        "SKILLSVC_CA": str(tmp_path / "ca.pem"),
+        "SKILLSVC_CERT": str(client_cert),
+        "SKILLSVC_KEY": str(client_key),
+        "SKILLSVC_TOKEN": mint("root", "", ["admin"]),
+    }
+    created = await skillctl(
+        app.address, "create", "pdf-tools", "--server-name", "localhost", **env
+    )
+    assert created.code == 0, created.err
+    listed = await skillctl(app.address, "list", "--json", "--server-name", "localhost", **env)
+    assert [d["skillId"] for d in listed.json()["definitions"]] == ["pdf-tools"]
+    # The same with flags instead of the environment; plaintext is refused.
+    flags = [
+        "--ca",
+        env["SKILLSVC_CA"],
+        "--cert",
+        env["SKILLSVC_CERT"],
+        "--key",
+        env["SKILLSVC_KEY"],
+    ]
+    shown = await skillctl(
+        app.address,
+        "show",
+        "pdf-tools",
+        "--server-name",
+        "localhost",
+        *flags,
+        "--token",
+        env["SKILLSVC_TOKEN"],
+    )
+    assert shown.code == 0 and "skill:       pdf-tools" in shown.out
+    half = await skillctl(
+        app.address, "list", "--ca", env["SKILLSVC_CA"], "--cert", str(client_cert)
+    )
+    assert half.code == 2 and "needs both a client certificate and its key" in half.err
+    plain = await skillctl(
+        app.address, "list", "--timeout", "2", SKILLSVC_TOKEN=env["SKILLSVC_TOKEN"]
+    )
+    assert plain.code == 5

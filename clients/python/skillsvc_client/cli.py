@@ -429,6 +429,9 @@ def main(
     except KeyboardInterrupt:
         out.err.write("skillctl: interrupted\n")
         return 130
+    except Exception as exc:
+        out.err.write(f"skillctl: unexpected {type(exc).__name__}: {exc}\n")
+        return EXIT_FAILED
 
 
 def run() -> None:
