@@ -110,6 +110,8 @@ async def test_a_hostile_archive_fails_naming_the_violation(app: App) -> None:
         report = await client.validate(hostile)
         assert not report.valid
         assert [v.code for v in report.violations] == ["PATH_TRAVERSAL"]
+        misnamed = await client.validate(make_archive({"SKILL.md": skill_md("Bad_Name")}))
+        assert "NAME_INVALID" in [v.code for v in misnamed.violations]
         with pytest.raises(InstallFailed) as caught:
             await client.install(hostile).wait()
         error = caught.value

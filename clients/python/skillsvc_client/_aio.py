@@ -408,7 +408,10 @@ class AsyncInstall:
         async for _ in self:
             pass
         assert self.operation is not None
-        return await self._client.wait(self.operation.operation_id)
+        op = await self._client.operation(self.operation.operation_id)
+        if op.state != resources_pb2.OPERATION_STATE_SUCCEEDED:
+            raise InstallFailed(op)
+        return op
 
 
 __all__ = ["AsyncClient", "AsyncInstall"]

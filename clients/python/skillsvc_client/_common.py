@@ -186,7 +186,9 @@ def prepare(
             raise LocalError("a URL source needs the skill id (skill=... / --skill)")
         return Prepared(skill or "", version or "", source, None)
     package = _pack.load(source)
-    skill_id = skill or package.name
+    # Validation checks the package's own name; an id taken from it would only turn a
+    # bad name into a request error instead of a NAME_INVALID violation in the report.
+    skill_id = skill or (package.name if need_skill else "")
     if need_skill and not skill_id:
         raise LocalError("no skill id: SKILL.md has no name; give skill=... / --skill")
     return Prepared(skill_id, version or "", "", package)

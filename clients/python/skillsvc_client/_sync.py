@@ -402,4 +402,7 @@ class Install:
         for _ in self:
             pass
         assert self.operation is not None
-        return self._client.wait(self.operation.operation_id)
+        op = self._client.operation(self.operation.operation_id)
+        if op.state != resources_pb2.OPERATION_STATE_SUCCEEDED:
+            raise InstallFailed(op)
+        return op
