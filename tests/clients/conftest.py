@@ -69,10 +69,13 @@ class HttpSource:
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
-        files = self.files
+        self.gate = threading.Event()  # cleared: responses wait until a test sets it
+        self.gate.set()
+        files, gate = self.files, self.gate
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                gate.wait(timeout=60)
                 body = files.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -96,6 +99,7 @@ class HttpSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.gate.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

@@ -24,6 +24,7 @@ from skillsvc_client import (
     NotFound,
     PermissionDenied,
     RetryPolicy,
+    Unavailable,
     pack_folder,
 )
 from skillsvc_client.v1 import resources_pb2
@@ -311,3 +312,21 @@ async def test_tls_mutual_tls_and_a_token(make_app, tmp_path: Path) -> None:  # 
 
         with pytest.raises(Unavailable):
             await client.list()
+
+
+async def test_deadlines_bound_every_call(app: App, http_source: HttpSource) -> None:
+    http_source.files["/slow.tgz"] = skill_archive("mirror", "1.0.0")
+    http_source.gate.clear()  # the download hangs until the test lets it go
+    impatient = Connection(app.address, transfer_timeout=0.5, retry=RetryPolicy(attempts=1))
+    async with AsyncClient(Connection(app.address)) as client, AsyncClient(impatient) as hasty:
+        await client.create("mirror")
+        install = client.install(http_source.url("/slow.tgz"), skill="mirror")
+        async for event in install:
+            if event.operation_id:
+                break
+        assert install.operation is not None
+        with pytest.raises(Unavailable) as late:
+            await hasty.wait(install.operation.operation_id)
+        assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        http_source.gate.set()
+        assert (await client.wait(install.operation.operation_id)).state == SUCCEEDED
