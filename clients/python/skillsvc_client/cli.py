@@ -289,7 +289,7 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--server-name", default=default(None), help="name to verify in the server certificate"
     )
     group.add_argument(
-        "--timeout", type=float, default=default(None), help="deadline of each call, seconds"
+        "--timeout", type=float, default=default(None), help="unary call deadline, s (default 30)"
     )
     parser.add_argument(
         "--json", action="store_true", default=default(False), help="print JSON on stdout"
