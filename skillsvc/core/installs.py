@@ -16,6 +16,18 @@ links reconciled with the database, which is the source of truth).
 
 Versions are serialised per skill by a transaction-scoped advisory lock; a version
 held by a live install is not taken by a second one (ABORTED).
+
+Faults lose nothing (SPEC §4):
+
+- Admission: a place among ``max_concurrent + max_queued`` is taken before an upload's
+  bytes are read and given back when the install ends or fails.
+- Shutdown: staging is removed only after every upload still arriving and every
+  install has ended; past the grace they are cancelled, and a cancellation waits for
+  the worker thread it interrupts (and for a commit to finish) before cleaning up.
+- A failure the database cannot record (an outage) stays in memory with its staging
+  directory; the heartbeat settles it (archive kept, version released, FAILED
+  recorded) as soon as the database answers again.
+- Recovery after a crash keeps an upload that had arrived whole, as a failure does.
 """
 
 from __future__ import annotations
