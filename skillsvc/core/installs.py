@@ -862,6 +862,17 @@ class Installer:
         agree with them; ``activate`` and ``request_id`` do not apply.
         """
         check_request(req, skill_id_required=False)
+        # Uses staging like an upload: a shutdown waits for it before removing staging.
+        this = asyncio.current_task()
+        if this is not None:
+            self._accepting.add(this)
+        try:
+            return await self._validate(req, chunks)
+        finally:
+            if this is not None:
+                self._accepting.discard(this)
+
+    async def _validate(self, req: InstallRequest, chunks: AsyncIterator[bytes] | None) -> Report:
         work = await asyncio.to_thread(
             self._store.new_work_dir, self.instance_id, f"validate-{uuid.uuid4().hex}"
         )
