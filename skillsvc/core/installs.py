@@ -67,6 +67,7 @@ from skillsvc.core.naming import (
 )
 from skillsvc.core.progress import parse_operation_id
 from skillsvc.core.quotas import check_version_quota
+from skillsvc.core.versioning import assign_version
 from skillsvc.db import Database, NewOperation, OperationChanges, Repository
 from skillsvc.errors import (
     Aborted,
@@ -183,8 +184,10 @@ def report_details(report: Report) -> dict[str, Any]:
     }
 
 
-def check_request(req: InstallRequest, *, skill_id_required: bool = True) -> None:
-    """Reject malformed specs with every bad field named."""
+def check_request(
+    req: InstallRequest, *, skill_id_required: bool = True, what: str = "install spec"
+) -> None:
+    """Reject malformed specs with every bad field named (``what`` names the request)."""
     violations: list[FieldViolation] = []
     if not req.skill_id:
         if skill_id_required:
@@ -212,7 +215,7 @@ def check_request(req: InstallRequest, *, skill_id_required: bool = True) -> Non
             FieldViolation("spec.request_id", f"must be at most {MAX_REQUEST_ID} characters")
         )
     if violations:
-        raise InvalidArgument("invalid install spec", violations)
+        raise InvalidArgument(f"invalid {what}", violations)
 
 
 @contextlib.contextmanager
@@ -830,6 +833,10 @@ class Installer:
                 source_uri=op.source_uri,
                 operation_id=op.operation_id,
             )
+            if op.version != version:
+                # A version read from the manifest: on the operation in the claim's
+                # transaction, so recovery always knows which claim to release.
+                await tx.update_operation(op.operation_id, OperationChanges(version=version))
         # Remembered here: should the failure be settled while the operation's row
         # does not name the version yet, the claim is still released.
         self._claims[op.operation_id] = version
@@ -861,7 +868,7 @@ class Installer:
         ``skill_id`` and ``version`` are optional here: when given, the manifest must
         agree with them; ``activate`` and ``request_id`` do not apply.
         """
-        check_request(req, skill_id_required=False)
+        check_request(req, skill_id_required=False, what="validate request")
         # Uses staging like an upload: a shutdown waits for it before removing staging.
         this = asyncio.current_task()
         if this is not None:
@@ -973,14 +980,23 @@ class Installer:
         if not report.valid:
             raise _ValidationFailed(report)
         assert report.manifest is not None
+        # The request's version, else the manifest's (validate_archive resolved it),
+        # else one the service assigns (SPEC §4).
         version = req.version or report.manifest.version
         if not version:
-            raise InvalidArgument(
-                "the package declares no version and the request gave none",
-                [FieldViolation("spec.version", "required when the manifest has no version")],
-                reason="VERSION_INVALID",
+            assigned = await assign_version(
+                self._db,
+                op,
+                spooled.sha256,
+                max_versions_per_skill=self._settings.max_versions_per_skill,
             )
-        if not job.claimed:
+            version = assigned.version
+            if not assigned.identical:
+                self._claims[op.operation_id] = version
+            if assigned.identical:
+                await self._reinstall(op, version, spooled, work, started=started)
+                return
+        elif not job.claimed:
             claim = await self._claim(op, version)
             if claim.kind == "ready":
                 await self._reinstall(op, version, spooled, work, started=started)
@@ -1005,6 +1021,7 @@ class Installer:
             for f in report.files
         ]
         manifest = report_details(report)["validation_report"]["manifest"]
+        manifest["version"] = version  # an assigned version is the package's too
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
             # Held until READY commits, so a deletion cannot drop an archive this

@@ -58,6 +58,7 @@ class ProgressHub:
                 bytes_total=int(data["bytes_total"]),
                 message=str(data["message"]),
                 time=datetime.fromisoformat(data["time"]),
+                version=str(data.get("version") or ""),
             )
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring a malformed progress notification: %.200s", payload)

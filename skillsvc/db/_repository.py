@@ -36,6 +36,7 @@ from skillsvc.db._quota_queries import (
     COUNT_TENANT_DEFINITIONS,
     LOCK_TENANT,
 )
+from skillsvc.db._version_queries import FIND_IDENTICAL_READY_VERSION, LIST_SKILL_VERSIONS
 from skillsvc.errors import Aborted, AlreadyExists, FailedPrecondition, Unavailable
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ WITH changed AS (
 SELECT changed.*, pg_notify($14, json_build_object(
     'operation_id', operation_id, 'seq', seq, 'state', state, 'stage', stage,
     'bytes_done', bytes_done, 'bytes_total', bytes_total, 'message', left(message, 500),
-    'time', update_time)::text) AS notified
+    'time', update_time, 'version', version)::text) AS notified
 FROM changed
 """
 
@@ -192,7 +193,7 @@ WITH reaped AS (
 SELECT reaped.*, pg_notify($2, json_build_object(
     'operation_id', operation_id, 'seq', seq, 'state', state, 'stage', stage,
     'bytes_done', bytes_done, 'bytes_total', bytes_total, 'message', message,
-    'time', update_time)::text) AS notified
+    'time', update_time, 'version', version)::text) AS notified
 FROM reaped
 """
 
@@ -682,6 +683,20 @@ class Repository:
         """How many versions of the skill count against its quota (all but FAILED)."""
         with translate_errors(skill_id):
             return int(await self._db.fetchval(COUNT_LIVE_VERSIONS, skill_id))
+
+    # -- version assignment (SQL in _version_queries) --------------------------------
+
+    async def identical_ready_version(self, skill_id: str, sha256: str) -> str | None:
+        """The version of a READY package of the skill with this archive digest, if any."""
+        with translate_errors(skill_id):
+            version = await self._db.fetchval(FIND_IDENTICAL_READY_VERSION, skill_id, sha256)
+        return None if version is None else str(version)
+
+    async def skill_versions(self, skill_id: str) -> list[str]:
+        """Every version the skill has or had (packages, and succeeded installs)."""
+        with translate_errors(skill_id):
+            rows = await self._db.fetch(LIST_SKILL_VERSIONS, skill_id)
+        return [str(r["version"]) for r in rows]
 
     # -- operations -----------------------------------------------------------------
 
