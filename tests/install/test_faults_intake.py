@@ -77,6 +77,14 @@ async def _messages(
     yield skill_service_pb2.InstallRequest(chunk=data)
 
 
+async def _validate_messages(data: bytes) -> Any:  # AsyncIterator[ValidateRequest]
+    spec = skill_service_pb2.ValidateSpec(
+        skill_id="full", upload=skill_service_pb2.UploadSource(size_bytes=len(data))
+    )
+    yield skill_service_pb2.ValidateRequest(spec=spec)
+    yield skill_service_pb2.ValidateRequest(chunk=data)
+
+
 async def _count_receiving(stub: Stub, skill_id: str, count: int) -> bool:
     ops = await operations(stub, skill_id)
     return sum(op.stage == resources_pb2.INSTALL_STAGE_RECEIVING for op in ops) >= count
@@ -161,6 +169,12 @@ async def test_a_full_disk_at_each_stage_is_store_full(make_app: Any, tmp_path: 
             assert final.state == FAILED
             assert final.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], final.error
             await _assert_failed_store_full(stub, "2.0.0")
+            # Validate extracts the same way, and says the same.
+            err = await expect_status(
+                stub.Validate(_validate_messages(big)),
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+            assert reason(err) == "STORE_FULL"
 
             # The current version is served throughout, and nothing partial remains.
             current = await stub.GetPackage(skill_service_pb2.GetPackageRequest(skill_id="full"))
