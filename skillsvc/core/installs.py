@@ -293,28 +293,31 @@ async def _blocking(func: Callable[..., T], *args: Any) -> T:
     fails with "Directory not empty", a commit finishing after its cleanup leaves an
     orphan blob).
     """
-    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # seen: the cancellation is what the caller gets
-        raise
+    return await _uncancellable(asyncio.to_thread(func, *args))
 
 
 async def _uncancellable(work: Awaitable[T]) -> T:
-    """Await ``work`` to its end even if the caller is cancelled meanwhile, then re-raise."""
+    """Await ``work`` to its end even if the caller is cancelled meanwhile, then re-raise.
+
+    Unlike ``asyncio.shield`` alone, a second cancellation (the server's and the
+    installer's at the end of a shutdown grace) does not return before ``work`` ends.
+    """
     task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if task.done():
-            raise
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()
-        raise
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                if task.cancelled():
+                    raise
+                task.exception()  # seen: the cancellation is what the caller gets
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 @dataclass(frozen=True)
@@ -403,13 +406,15 @@ class Installer:
         self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        interrupted: set[asyncio.Task[Any]] = set()
         while busy := self._accepting | self._tasks:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 # Interrupted installs end FAILED "interrupted", their whole archives
-                # kept for Retry (see _fail).
-                for task in busy:
+                # kept for Retry (see _fail). Each is cancelled once.
+                for task in busy - interrupted:
                     task.cancel()
+                interrupted |= busy
             await asyncio.wait(
                 busy, timeout=max(remaining, 0) or None, return_when=asyncio.FIRST_COMPLETED
             )
@@ -666,7 +671,7 @@ class Installer:
                 self._store.new_work_dir, self.instance_id, op.operation_id
             )
         except BaseException as exc:
-            await asyncio.shield(self._fail(op, exc, None, started=started))
+            await _uncancellable(self._fail(op, exc, None, started=started))
             raise
         claimed = False
         spooled: Spooled | None = None
@@ -707,10 +712,10 @@ class Installer:
             cause: BaseException = asyncio.CancelledError()
             if not self._stopping:
                 cause = Cancelled("the client cancelled the upload")
-            await asyncio.shield(self._fail(op, cause, work, started=started, spooled=spooled))
+            await _uncancellable(self._fail(op, cause, work, started=started, spooled=spooled))
             raise
         except BaseException as exc:
-            await asyncio.shield(self._fail(op, exc, work, started=started, spooled=spooled))
+            await _uncancellable(self._fail(op, exc, work, started=started, spooled=spooled))
             raise
         task = asyncio.create_task(
             self._run(_Job(op, req, work, spooled, claimed=claimed, started=started)),
@@ -941,7 +946,7 @@ class Installer:
             async with self._slots:
                 await self._pipeline(job)
         except BaseException as exc:
-            await asyncio.shield(
+            await _uncancellable(
                 self._fail(job.op, exc, job.work, started=job.started, spooled=job.spooled)
             )
             if not isinstance(exc, Exception):
