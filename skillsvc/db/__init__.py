@@ -6,6 +6,7 @@ import json
 
 import asyncpg
 
+from skillsvc.db._admin import forget_instances, holds_skills, schema_version, server_major
 from skillsvc.db._embedded import EmbeddedPostgres
 from skillsvc.db._listener import Listener
 from skillsvc.db._migrate import Migration, load_migrations, migrate
@@ -30,8 +31,12 @@ __all__ = [
     "OperationChanges",
     "Repository",
     "connect",
+    "forget_instances",
+    "holds_skills",
     "load_migrations",
     "migrate",
+    "schema_version",
+    "server_major",
     "translate_errors",
 ]
 
