@@ -1001,6 +1001,7 @@ class Installer:
             if assigned.identical:
                 await self._reinstall(op, version, spooled, work, started=started)
                 return
+            self._claims[op.operation_id] = version  # as _claim does
         elif not job.claimed:
             claim = await self._claim(op, version)
             if claim.kind == "ready":
