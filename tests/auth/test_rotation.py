@@ -92,6 +92,8 @@ async def test_sighup_rotates_keys_without_a_restart(serve, db_url: str, tmp_pat
         SKILLSVC_JWT_SECRETS_FILE=str(secrets_file),
         SKILLSVC_JWT_JWKS_FILE=str(jwks_file),
         SKILLSVC_JWT_LEEWAY_SECONDS="0",
+        # One process, so "the log says reloaded" means every call sees the new keys.
+        SKILLSVC_WORKERS="1",
     )
     await served.wait_serving()
     pid = served.proc.pid
