@@ -1,6 +1,7 @@
 """The ``skillsvc`` command: parse arguments and settings, then call into the service.
 
-skillsvc serve      run the gRPC service (the default configuration needs nothing)
+skillsvc serve      run the gRPC service (the default configuration needs nothing);
+                    with SKILLSVC_WORKERS > 1 a supervisor of worker processes
 skillsvc migrate    apply pending database migrations and exit
 skillsvc config     print the configuration variables as a Markdown table
 skillsvc token      mint a bearer token from SKILLSVC_JWT_SECRET (development, tests)
@@ -112,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in runbook.RUNNERS:
             return asyncio.run(runbook.run(settings, args))
+        if args.command == "serve" and settings.workers > 1:
+            from skillsvc.supervisor import supervise
+
+            return asyncio.run(supervise(settings, os.environ))
         runner = {"serve": _serve, "migrate": _migrate}[args.command]
         return asyncio.run(runner(settings))
     except SkillsvcError as exc:

@@ -29,8 +29,23 @@ class ConfigError(ValueError):
     """A ``SKILLSVC_*`` variable has a value the service cannot use."""
 
 
-def _setting(env: str, default: Any, doc: str, *, display: str | None = None) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "display": display})
+def _setting(
+    env: str,
+    default: Any,
+    doc: str,
+    *,
+    display: str | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    metadata = {"env": env, "doc": doc, "display": display}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, so containers' cpusets count)."""
+    return len(os.sched_getaffinity(0))
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,6 +86,15 @@ class Settings:
         "PostgreSQL under `<data dir>/postgres`, started and stopped with the service.",
     )
     """External PostgreSQL; ``None`` starts the embedded one."""
+    workers: int = _setting(
+        "SKILLSVC_WORKERS",
+        None,
+        "Worker processes sharing the listen address (SO_REUSEPORT) under one `serve` "
+        "supervisor; `1` runs a single process.",
+        display="the CPUs this process may use",
+        factory=usable_cpus,
+    )
+    """Worker processes of ``serve``; 1 serves in the supervisor's own process."""
     db_pool_size: int = _setting(
         "SKILLSVC_DB_POOL_SIZE", 10, "Maximum PostgreSQL connections in the pool."
     )
@@ -344,6 +368,7 @@ class Settings:
         ):
             raise ConfigError("SKILLSVC_DATABASE_URL: must start with postgresql:// or postgres://")
         positive = (
+            "workers",
             "db_pool_size",
             "max_package_bytes",
             "max_unpacked_bytes",
@@ -471,6 +496,7 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "data_dir": Path,
     "store_dir": Path,
     "database_url": str,
+    "workers": int,
     "db_pool_size": int,
     "metrics_addr": str,
     "shutdown_grace_seconds": float,
@@ -514,7 +540,9 @@ def config_table() -> str:
     """The configuration table of the README, in Markdown."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for f in dataclasses.fields(Settings):
-        if f.metadata.get("display"):
+        if f.metadata.get("display") and f.default is dataclasses.MISSING:
+            default = str(f.metadata["display"])
+        elif f.metadata.get("display"):
             default = f"`{f.metadata['display']}`"
         elif f.default is None:
             default = "(unset)"

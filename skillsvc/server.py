@@ -102,7 +102,9 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
-async def open_database(settings: Settings) -> tuple[Database, EmbeddedPostgres | None]:
+async def open_database(
+    settings: Settings, *, run_migrations: bool = True
+) -> tuple[Database, EmbeddedPostgres | None]:
     """Connect to ``SKILLSVC_DATABASE_URL``, or start the embedded server; migrate."""
     embedded = None
     url = settings.database_url
@@ -110,7 +112,7 @@ async def open_database(settings: Settings) -> tuple[Database, EmbeddedPostgres 
         embedded = await EmbeddedPostgres.start(settings.data_dir / "postgres")
         url = embedded.url
     try:
-        db = await connect(url, pool_size=settings.db_pool_size)
+        db = await connect(url, pool_size=settings.db_pool_size, run_migrations=run_migrations)
     except BaseException:
         if embedded is not None:
             await embedded.stop()
@@ -294,15 +296,21 @@ def installer_settings(settings: Settings) -> InstallerSettings:
     )
 
 
-async def build_server(settings: Settings) -> App:
-    """Build (but do not start) the whole service from ``settings``."""
+async def build_server(
+    settings: Settings, *, run_migrations: bool = True, reuse_port: bool = False
+) -> App:
+    """Build (but do not start) the whole service from ``settings``.
+
+    A worker of ``serve``'s supervisor passes ``run_migrations=False`` (the supervisor
+    migrated once) and ``reuse_port=True`` (its siblings bind the same address).
+    """
     # Security first: a bad key or certificate stops before anything starts.
     security = build_security(settings)
     tls = security.tls
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.store_root)
     await asyncio.to_thread(store.init)
-    db, embedded = await open_database(settings)
+    db, embedded = await open_database(settings, run_migrations=run_migrations)
     try:
         definitions = Definitions(db, max_skills_per_tenant=settings.max_skills_per_tenant)
         hub = ProgressHub()
@@ -319,7 +327,10 @@ async def build_server(settings: Settings) -> App:
                 ErrorInterceptor(),
                 AuthInterceptor(security.authenticator, PUBLIC_SERVICES),
             ],
-            options=server_options(settings),
+            options=[
+                *server_options(settings),
+                *([("grpc.so_reuseport", 1)] if reuse_port else []),
+            ],
         )
         skill_service_pb2_grpc.add_SkillServiceServicer_to_server(
             SkillService(
