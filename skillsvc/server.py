@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,15 +52,21 @@ PUBLIC_SERVICES = frozenset({HEALTH_SERVICE_NAME, reflection.SERVICE_NAME})
 MAX_MESSAGE_BYTES = 5 * 1024 * 1024
 
 
-async def open_database(settings: Settings) -> tuple[Database, EmbeddedPostgres | None]:
-    """Connect to ``SKILLSVC_DATABASE_URL``, or start the embedded server; migrate."""
+async def open_database(
+    settings: Settings, *, run_migrations: bool = True
+) -> tuple[Database, EmbeddedPostgres | None]:
+    """Connect to ``SKILLSVC_DATABASE_URL``, or start the embedded server; migrate.
+
+    ``run_migrations=False`` leaves the schema alone (``restore`` must find the target
+    exactly as the operator left it when it refuses).
+    """
     embedded = None
     url = settings.database_url
     if url is None:
         embedded = await EmbeddedPostgres.start(settings.data_dir / "postgres")
         url = embedded.url
     try:
-        db = await connect(url, pool_size=settings.db_pool_size)
+        db = await connect(url, pool_size=settings.db_pool_size, run_migrations=run_migrations)
     except BaseException:
         if embedded is not None:
             await embedded.stop()
@@ -158,11 +165,46 @@ class App:
         logger.info("skillsvc stopped")
 
 
+def _cannot_listen(addr: str, why: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> Unavailable:
+    return Unavailable(f"cannot listen on {addr} ({variable}): {why}", reason="LISTEN_FAILED")
+
+
+def check_listen_address(addr: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> None:
+    """Raise ``Unavailable`` naming the cause unless ``addr`` can be listened on now.
+
+    gRPC binds with SO_REUSEPORT, so a second ``skillsvc serve`` on a port another one
+    already serves would silently share it, and any other bind failure comes back as
+    a bare "Failed to bind". A plain bind (no SO_REUSEPORT) fails on any listener
+    already there, with the system's reason. Port 0 needs no check. Checked before
+    anything starts, so a taken address costs no database start-up.
+    """
+    host, _, port_text = addr.rpartition(":")
+    host = host.strip("[]")
+    if port_text == "0":
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, int(port_text), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise _cannot_listen(addr, str(exc), variable) from exc
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                raise _cannot_listen(addr, exc.strerror or str(exc), variable) from exc
+
+
 def _start_metrics(addr: str) -> Any:
     from prometheus_client import start_http_server
 
     host, _, port = addr.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+    try:
+        server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on {addr} (SKILLSVC_METRICS_ADDR): {exc.strerror or exc}",
+            reason="LISTEN_FAILED",
+        ) from exc
     return server
 
 
@@ -231,10 +273,15 @@ async def build_server(settings: Settings) -> App:
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        if tls is None:
-            port = server.add_insecure_port(settings.listen_addr)
-        else:
-            port = server.add_secure_port(settings.listen_addr, server_credentials(tls))
+        try:
+            if tls is None:
+                port = server.add_insecure_port(settings.listen_addr)
+            else:
+                port = server.add_secure_port(settings.listen_addr, server_credentials(tls))
+        except RuntimeError as exc:
+            # grpc says only "Failed to bind"; check_listen_address names the cause
+            # first in the common case, this covers a port taken in between.
+            raise _cannot_listen(settings.listen_addr, "the address is in use") from exc
     except BaseException:
         await db.close()
         if embedded is not None:
