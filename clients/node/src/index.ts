@@ -1,0 +1,14 @@
+/** The skillsvc Node client: see `SkillsvcClient`. */
+
+export {
+  CHUNK_BYTES,
+  DEFAULT_ADDRESS,
+  SkillsvcClient,
+  sha256File,
+  tlsCredentials,
+  type ClientOptions,
+  type InstallOptions,
+} from "./client";
+export * from "./errors";
+export { defaultProtoDirs, loadContract } from "./proto";
+export * from "./types";

@@ -1,0 +1,259 @@
+/**
+ * The Node client against a live `skillsvc serve` (started here, stopped by pid):
+ * installs from a file with progress, idempotency, error mapping with the ErrorInfo
+ * reason and details, a hostile archive's violation, rollback, and the example
+ * script's output and exit codes.
+ */
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import {
+  AlreadyExistsError,
+  InstallFailedError,
+  InvalidArgumentError,
+  NotFoundError,
+  SkillsvcClient,
+  type InstallEvent,
+} from "../src/index";
+import { REPO_ROOT, Server, skillArchive, tarGz } from "./helpers";
+
+let server: Server;
+let client: SkillsvcClient;
+
+before(async () => {
+  server = await Server.start();
+  client = server.client();
+});
+
+after(async () => {
+  client?.close();
+  assert.equal(await server?.stop(), 0);
+});
+
+function sha256(data: Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+describe("definitions", () => {
+  test("create, get, list and update", async () => {
+    const created = await client.createDefinition({
+      skill_id: "node-defs",
+      display_name: "Node defs",
+      description: "first",
+    });
+    assert.equal(created.skill_id, "node-defs");
+    assert.equal(created.active, true);
+    const updated = await client.updateDefinition(
+      { skill_id: "node-defs", description: "second" },
+      ["description"],
+    );
+    assert.equal(updated.description, "second");
+    assert.equal(updated.display_name, "Node defs");
+    assert.equal((await client.getDefinition("node-defs")).description, "second");
+    const ids = (await client.listDefinitions()).map((d) => d.skill_id);
+    assert.ok(ids.includes("node-defs"));
+  });
+
+  test("errors carry the code, the ErrorInfo reason and the bad field", async () => {
+    await assert.rejects(client.getDefinition("no-such-skill"), (error: unknown) => {
+      assert.ok(error instanceof NotFoundError);
+      assert.equal(error.codeName, "NOT_FOUND");
+      assert.equal(error.domain, "skillsvc.v1");
+      assert.ok(error.reason.length > 0);
+      return true;
+    });
+    await assert.rejects(client.createDefinition({ skill_id: "PDF_Tools" }), (error: unknown) => {
+      assert.ok(error instanceof InvalidArgumentError);
+      assert.equal(error.fieldViolations[0]?.field, "definition.skill_id");
+      assert.match(error.describe(), /^INVALID_ARGUMENT.*definition\.skill_id/);
+      return true;
+    });
+    await client.createDefinition({ skill_id: "node-twice" });
+    await assert.rejects(client.createDefinition({ skill_id: "node-twice" }), AlreadyExistsError);
+  });
+});
+
+describe("installs", () => {
+  test("an archive file installs with every stage, its sha256 and a request id", async () => {
+    await client.createDefinition({ skill_id: "node-pdf" });
+    const data = skillArchive("node-pdf", "1.0.0");
+    const file = await server.file("node-pdf-1.0.0.tgz", data);
+    const operation = await client.installFile("node-pdf", file, { requestId: "node-pdf-1" });
+    assert.equal(operation.skill_id, "node-pdf");
+    const events: InstallEvent[] = [];
+    const done = await client.wait(operation.operation_id, (event) => events.push(event));
+    assert.equal(done.stage, "INSTALL_STAGE_DONE");
+    assert.equal(done.state, "OPERATION_STATE_SUCCEEDED");
+    const stages = events.map((e) => e.stage);
+    assert.equal(stages.at(-1), "INSTALL_STAGE_DONE");
+    assert.equal(new Set(stages).size, stages.length, "each stage once, in order");
+    const pkg = await client.getPackage("node-pdf");
+    assert.equal(pkg.state, "PACKAGE_STATE_READY");
+    assert.equal(pkg.version, "1.0.0");
+    assert.equal(pkg.current, true);
+    assert.equal(pkg.sha256, sha256(data));
+    assert.equal(pkg.size_bytes, data.length);
+    assert.equal(pkg.manifest?.name, "node-pdf");
+    // The same request id again returns the first operation instead of a new install.
+    const again = await client.installFile("node-pdf", file, { requestId: "node-pdf-1" });
+    assert.equal(again.operation_id, operation.operation_id);
+    // The same bytes under a new request id: a no-op success on the same version.
+    const repeat = await client.installAndWait("node-pdf", file);
+    assert.equal(repeat.stage, "INSTALL_STAGE_DONE");
+    const packages = await client.listPackages("node-pdf");
+    assert.deepEqual(
+      packages.map((p) => [p.version, p.sha256]),
+      [["1.0.0", sha256(data)]],
+    );
+  });
+
+  test("an archive bigger than one chunk streams in 1 MiB chunks", async () => {
+    await client.createDefinition({ skill_id: "node-big" });
+    // Random bytes do not compress: the archive is about 2.5 MiB, three chunks.
+    const blob = Buffer.alloc(2_500_000);
+    for (let i = 0; i < blob.length; i += 4) {
+      blob.writeUInt32LE((Math.random() * 0xffffffff) >>> 0, i);
+    }
+    const data = tarGz({
+      "SKILL.md": '---\nname: node-big\ndescription: big\nversion: "1.0.0"\n---\n',
+      "assets/blob.bin": blob,
+    });
+    assert.ok(data.length > 2 * (1 << 20));
+    const file = await server.file("node-big.tgz", data);
+    const done = await client.installAndWait("node-big", file);
+    assert.equal(done.bytes_total, data.length);
+    assert.equal((await client.getPackage("node-big")).sha256, sha256(data));
+  });
+
+  test("a hostile archive fails with the violation named", async () => {
+    await client.createDefinition({ skill_id: "node-evil" });
+    const data = tarGz({
+      "SKILL.md": '---\nname: node-evil\ndescription: evil\nversion: "1.0.0"\n---\n',
+      "../../escape.sh": "rm -rf /\n",
+    });
+    const file = await server.file("node-evil.tgz", data);
+    await assert.rejects(client.installAndWait("node-evil", file), (error: unknown) => {
+      assert.ok(error instanceof InstallFailedError);
+      assert.equal(error.codeName, "INVALID_ARGUMENT");
+      const codes = error.validationReport?.violations.map((v) => v.code) ?? [];
+      assert.ok(codes.includes("PATH_TRAVERSAL"), codes.join());
+      assert.match(error.describe(), /PATH_TRAVERSAL/);
+      return true;
+    });
+    const packages = await client.listPackages("node-evil");
+    assert.ok(packages.every((p) => p.state !== "PACKAGE_STATE_READY"));
+  });
+
+  test("installing into an unknown skill is NOT_FOUND", async () => {
+    const file = await server.file("orphan.tgz", skillArchive("node-orphan", "1.0.0"));
+    await assert.rejects(client.installFile("node-orphan", file), NotFoundError);
+  });
+
+  test("rollback returns to the previous version; the log lists every operation", async () => {
+    await client.createDefinition({ skill_id: "node-roll" });
+    for (const version of ["1.0.0", "1.1.0"]) {
+      const file = await server.file(`roll-${version}.tgz`, skillArchive("node-roll", version));
+      await client.installAndWait("node-roll", file);
+    }
+    assert.equal((await client.getPackage("node-roll")).version, "1.1.0");
+    const rollback = await client.rollback("node-roll", { reason: "bad release" });
+    assert.equal(rollback.state, "OPERATION_STATE_SUCCEEDED");
+    assert.equal(rollback.from_version, "1.1.0");
+    assert.equal(rollback.to_version, "1.0.0");
+    assert.equal((await client.getPackage("node-roll")).version, "1.0.0");
+    const log = await client.listOperations("node-roll");
+    assert.deepEqual(
+      log.map((o) => o.type),
+      ["OPERATION_TYPE_ROLLBACK", "OPERATION_TYPE_INSTALL", "OPERATION_TYPE_INSTALL"],
+    );
+  });
+});
+
+interface Ran {
+  code: number | null;
+  out: string;
+  err: string;
+}
+
+async function runNode(script: string, args: string[], cwd?: string): Promise<Ran> {
+  const child = spawn(process.execPath, [script, ...args], {
+    env: { ...process.env, SKILLSVC_ADDR: server.address },
+    stdio: ["ignore", "pipe", "pipe"],
+    ...(cwd === undefined ? {} : { cwd }),
+  });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (piece: Buffer) => (out += piece.toString()));
+  child.stderr.on("data", (piece: Buffer) => (err += piece.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+  return { code, out, err };
+}
+
+function runExample(...args: string[]): Promise<Ran> {
+  return runNode(path.join(__dirname, "..", "examples", "install.js"), args);
+}
+
+describe("the example script", () => {
+  test("uploads an archive, prints each stage and exits 0", async () => {
+    const file = await server.file("example.tgz", skillArchive("node-example", "2.0.0"));
+    const ran = await runExample(file, "--skill", "node-example", "--create");
+    assert.equal(ran.code, 0, ran.err);
+    const lines = ran.out.trim().split("\n");
+    assert.equal(lines[0], "created skill node-example");
+    assert.match(lines[1] ?? "", /^operation [0-9a-f-]{36}$/);
+    assert.ok(lines.some((l) => l.startsWith("VALIDATING")), ran.out);
+    assert.ok(lines.some((l) => l.startsWith("DONE")), ran.out);
+    assert.match(lines.at(-1) ?? "", /^installed node-example 2\.0\.0 sha256 [0-9a-f]{64}/);
+  });
+
+  test("exits 1 naming the violation when the install fails", async () => {
+    await client.createDefinition({ skill_id: "node-example-bad" });
+    const data = tarGz({ "README.md": "no SKILL.md here\n" });
+    const file = await server.file("example-bad.tgz", data);
+    const ran = await runExample(file, "--skill", "node-example-bad");
+    assert.equal(ran.code, 1);
+    assert.ok(ran.out.split("\n").some((l) => l.startsWith("FAILED")), ran.out);
+    assert.match(ran.err, /^install failed: INVALID_ARGUMENT.*MISSING_SKILL_MD/);
+  });
+
+  test("exits 2 on bad usage", async () => {
+    const ran = await runExample("--skill", "x");
+    assert.equal(ran.code, 2);
+    assert.match(ran.err, /usage: install ARCHIVE/);
+  });
+});
+
+describe("the README", () => {
+  test("the Node example works as written", async () => {
+    const readme = await readFile(path.join(REPO_ROOT, "README.md"), "utf8");
+    const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1] ?? "");
+    assert.equal(blocks.length, 1);
+    const [importLine = "", ...body] = (blocks[0] ?? "").split("\n");
+    // The one change: the package import becomes a require of the built package,
+    // and the body runs in an async function (the README shows ES module code).
+    const names = /^import \{ (.*) \} from "@skillsvc\/client";$/.exec(importLine)?.[1];
+    assert.ok(names, importLine);
+    const index = path.join(__dirname, "..", "src", "index.js");
+    const script = [
+      `const { ${names} } = require(${JSON.stringify(index)});`,
+      "(async () => {",
+      body.join("\n").replaceAll("127.0.0.1:50051", server.address),
+      "})().catch((error) => { console.error(error); process.exitCode = 1; });",
+    ].join("\n");
+    const dir = path.join(server.dir, "readme");
+    await mkdir(dir);
+    await writeFile(path.join(dir, "example.js"), script);
+    await writeFile(path.join(dir, "pdf-tools.tgz"), skillArchive("pdf-tools", "1.0.0"));
+    const ran = await runNode(path.join(dir, "example.js"), [], dir);
+    assert.equal(ran.code, 0, ran.err);
+    const stages = ran.out.trim().split("\n").map((line) => line.split(" ")[0]);
+    assert.equal(stages.at(-1), "INSTALL_STAGE_DONE");
+    assert.ok(stages.includes("INSTALL_STAGE_VALIDATING"), ran.out);
+    assert.equal((await client.getPackage("pdf-tools")).state, "PACKAGE_STATE_READY");
+  });
+});
