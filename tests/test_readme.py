@@ -60,6 +60,8 @@ class Block:
     """``sh`` or ``bash``."""
     text: str
     """Its lines."""
+    expected_error: str | None = None
+    """The ``text`` block right after it, when that shows grpcurl's ``ERROR:``."""
 
     @property
     def kind(self) -> str:
@@ -67,7 +69,7 @@ class Block:
         if self.lang == "sh" and all(
             line.startswith("grpcurl ") for line in self.text.splitlines() if line.strip()
         ):
-            return "grpcurl-lines"
+            return "grpcurl-error" if self.expected_error else "grpcurl-lines"
         if "openssl req" in self.text:
             return "certificates"
         if "SKILLSVC_TLS_CERT_FILE=" in self.text:
@@ -80,8 +82,17 @@ class Block:
 
 
 def readme_blocks(repo_root: Path) -> list[Block]:
-    text = (repo_root / "README.md").read_text()
-    return [Block(lang, body) for lang, body in re.findall(r"```(sh|bash)\n(.*?)```", text, re.S)]
+    fenced = re.findall(r"```(\w*)\n(.*?)```", (repo_root / "README.md").read_text(), re.S)
+    blocks = []
+    for i, (lang, body) in enumerate(fenced):
+        if lang not in ("sh", "bash"):
+            continue
+        following = fenced[i + 1] if i + 1 < len(fenced) else ("", "")
+        error = (
+            following[1] if following[0] == "text" and following[1].startswith("ERROR:") else None
+        )
+        blocks.append(Block(lang, body, error))
+    return blocks
 
 
 def block(repo_root: Path, kind: str) -> Block:
@@ -170,7 +181,7 @@ def test_every_readme_example_with_grpcurl_or_openssl_is_run(repo_root: Path) ->
     kinds = [b.kind for b in blocks]
     assert "untested" not in kinds, [b.text for b in blocks if b.kind == "untested"]
     assert sorted(kinds) == sorted(
-        ["grpcurl-lines", "install-folder", "jwt", "certificates", "tls"]
+        ["grpcurl-lines", "grpcurl-error", "install-folder", "jwt", "certificates", "tls"]
     )
 
 
@@ -205,6 +216,25 @@ async def test_readme_grpcurl_lines_work_as_written(app: App, repo_root: Path) -
     updated = json.loads(output("UpdateSkillDefinition"))
     assert updated["description"] == "PDF text, tables and forms"
     assert updated["display_name"] == "PDF tools"  # only the masked field changed
+
+
+async def test_readme_grpcurl_error_example_prints_what_the_readme_shows(
+    app: App, repo_root: Path
+) -> None:
+    example = block(repo_root, "grpcurl-error")
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        example.text.replace(README_ADDRESS, app.address),
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode != 0
+    assert out == b""
+    assert example.expected_error is not None
+    assert err.decode().split() == example.expected_error.split()
 
 
 async def test_readme_grpcurl_install_of_a_folder_works_as_written(
