@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -174,9 +175,10 @@ def check_listen_address(addr: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> N
 
     gRPC binds with SO_REUSEPORT, so a second ``skillsvc serve`` on a port another one
     already serves would silently share it, and any other bind failure comes back as
-    a bare "Failed to bind". A plain bind (no SO_REUSEPORT) fails on any listener
-    already there, with the system's reason. Port 0 needs no check. Checked before
-    anything starts, so a taken address costs no database start-up.
+    a bare "Failed to bind". A bind without SO_REUSEPORT fails on any listener already
+    there, with the system's reason (SO_REUSEADDR, as gRPC sets too, so connections
+    of a just-stopped server in TIME_WAIT do not count). Port 0 needs no check.
+    Checked before anything starts, so a taken address costs no database start-up.
     """
     host, _, port_text = addr.rpartition(":")
     host = host.strip("[]")
@@ -186,12 +188,20 @@ def check_listen_address(addr: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> N
         infos = socket.getaddrinfo(host or None, int(port_text), type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
         raise _cannot_listen(addr, str(exc), variable) from exc
+    failures: list[OSError] = []
     for family, kind, proto, _name, sockaddr in infos:
         with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(sockaddr)
             except OSError as exc:
-                raise _cannot_listen(addr, exc.strerror or str(exc), variable) from exc
+                failures.append(exc)
+    # A listener on any of the addresses is a conflict; an address family the host
+    # lacks (``localhost`` → ::1 without IPv6) is not, as long as one address binds.
+    in_use = [e for e in failures if e.errno == errno.EADDRINUSE]
+    if in_use or (failures and len(failures) == len(infos)):
+        first = (in_use or failures)[0]
+        raise _cannot_listen(addr, first.strerror or str(first), variable) from first
 
 
 def _start_metrics(addr: str) -> Any:
@@ -281,7 +291,9 @@ async def build_server(settings: Settings) -> App:
         except RuntimeError as exc:
             # grpc says only "Failed to bind"; check_listen_address names the cause
             # first in the common case, this covers a port taken in between.
-            raise _cannot_listen(settings.listen_addr, "the address is in use") from exc
+            raise _cannot_listen(
+                settings.listen_addr, "cannot bind (in use, not a local address, or not allowed)"
+            ) from exc
     except BaseException:
         await db.close()
         if embedded is not None:

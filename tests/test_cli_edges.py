@@ -4,8 +4,10 @@ meets them. Real processes, real sockets, real databases; no tracebacks."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,10 +152,22 @@ async def test_history_of_an_unknown_skill_exits_non_zero(db_url: str, tmp_path:
     assert ran.out == ""
 
 
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data dir for an embedded PostgreSQL, outside pytest's basetemp.
+
+    pytest resets its basetemp tree to mode 0700 whenever another pytest run starts
+    (other runs share this machine), which locks out the server's own user.
+    """
+    base = Path(tempfile.mkdtemp(prefix="skillsvc-test-cli-"))
+    yield base / "data"
+    shutil.rmtree(base, ignore_errors=True)
+
+
 async def test_operator_command_beside_serve_leaves_its_embedded_postgres_alone(
-    serve, tmp_path: Path
+    serve, embedded_data_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    data = tmp_path / "embedded"
+    data = embedded_data_dir
     served = await serve(SKILLSVC_DATA_DIR=str(data))
     await served.wait_serving()
     ran = await skillsvc("status", SKILLSVC_DATA_DIR=str(data))
