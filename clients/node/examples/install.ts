@@ -13,7 +13,8 @@ import { parseArgs } from "node:util";
 import { NotFoundError, SkillsvcClient, SkillsvcError, type InstallEvent } from "../src/index";
 
 const USAGE =
-  "usage: install ARCHIVE --skill ID [--version V] [--create] [--no-activate] [--address HOST:PORT]";
+  "usage: install ARCHIVE --skill ID [--version V] [--create] [--no-activate]" +
+  " [--address HOST:PORT]";
 
 function stageName(event: InstallEvent): string {
   return event.stage.replace("INSTALL_STAGE_", "");

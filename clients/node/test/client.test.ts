@@ -6,9 +6,10 @@
  */
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 
@@ -18,9 +19,12 @@ import {
   InvalidArgumentError,
   NotFoundError,
   SkillsvcClient,
+  UnauthenticatedError,
+  UnavailableError,
+  tlsCredentials,
   type InstallEvent,
 } from "../src/index";
-import { REPO_ROOT, Server, skillArchive, tarGz } from "./helpers";
+import { REPO_ROOT, SKILLSVC_BIN, Server, skillArchive, tarGz } from "./helpers";
 
 let server: Server;
 let client: SkillsvcClient;
@@ -255,5 +259,88 @@ describe("the README", () => {
     assert.equal(stages.at(-1), "INSTALL_STAGE_DONE");
     assert.ok(stages.includes("INSTALL_STAGE_VALIDATING"), ran.out);
     assert.equal((await client.getPackage("pdf-tools")).state, "PACKAGE_STATE_READY");
+  });
+});
+
+function openssl(dir: string, ...args: string[]): void {
+  execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+}
+
+describe("tokens and mutual TLS", () => {
+  let dir: string;
+  let secure: Server | undefined;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "skillsvc-node-tls-"));
+    // The README's recipe: a private CA, a server certificate for 127.0.0.1, a client one.
+    openssl(dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+      "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem");
+    openssl(dir, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+      "-keyout", "server.key", "-out", "server.csr");
+    openssl(dir, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+      "-CAcreateserial", "-days", "1", "-copy_extensions", "copy", "-out", "server.pem");
+    openssl(dir, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=node-client",
+      "-keyout", "client.key", "-out", "client.csr");
+    openssl(dir, "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+      "-CAcreateserial", "-days", "1", "-out", "client.pem");
+  });
+
+  after(async () => {
+    assert.equal(await secure?.stop(), 0);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("a token over mutual TLS is accepted; no token is UNAUTHENTICATED", async () => {
+    const secret = createHash("sha256").update(dir).digest("hex");
+    const token = execFileSync(
+      SKILLSVC_BIN,
+      ["token", "--sub", "node-admin", "--tenant", "", "--role", "admin", "--ttl", "10m"],
+      { env: { PATH: process.env["PATH"] ?? "", SKILLSVC_JWT_SECRET: secret } },
+    )
+      .toString()
+      .trim();
+    const [ca, key, cert] = await Promise.all(
+      ["ca.pem", "client.key", "client.pem"].map((name) => readFile(path.join(dir, name))),
+    );
+    const credentials = (): ReturnType<typeof tlsCredentials> =>
+      tlsCredentials(ca as Buffer, key as Buffer, cert as Buffer);
+    secure = await Server.start(
+      {
+        SKILLSVC_AUTH: "jwt",
+        SKILLSVC_JWT_SECRET: secret,
+        SKILLSVC_TLS_CERT_FILE: path.join(dir, "server.pem"),
+        SKILLSVC_TLS_KEY_FILE: path.join(dir, "server.key"),
+        SKILLSVC_TLS_CLIENT_CA_FILE: path.join(dir, "ca.pem"),
+      },
+      (address) =>
+        new SkillsvcClient({ address, credentials: credentials(), token, deadlineMs: 1_000 }),
+    );
+    const address = secure.address;
+    const authorised = new SkillsvcClient({ address, credentials: credentials(), token });
+    const anonymous = new SkillsvcClient({ address, credentials: credentials() });
+    const noCertificate = new SkillsvcClient({
+      address,
+      credentials: tlsCredentials(ca as Buffer),
+      token,
+      deadlineMs: 5_000,
+    });
+    try {
+      const created = await authorised.createDefinition({ skill_id: "node-secure" });
+      assert.equal(created.skill_id, "node-secure");
+      const ids = (await authorised.listDefinitions()).map((d) => d.skill_id);
+      assert.ok(ids.includes("node-secure"));
+      await assert.rejects(anonymous.listDefinitions(), (error: unknown) => {
+        assert.ok(error instanceof UnauthenticatedError);
+        assert.equal(error.reason, "TOKEN_MISSING");
+        return true;
+      });
+      // The server requires a client certificate: the handshake fails.
+      await assert.rejects(noCertificate.listDefinitions(), UnavailableError);
+    } finally {
+      authorised.close();
+      anonymous.close();
+      noCertificate.close();
+    }
   });
 });

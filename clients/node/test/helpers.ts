@@ -3,7 +3,7 @@
  * also write what `tar` would refuse to), and a real `skillsvc serve` child process.
  *
  * The server is the repository's `.venv/bin/skillsvc` (or SKILLSVC_BIN) on a free
- * loopback port, with SKILLSVC_NODE_TEST_DATABASE_URL when given, else the embedded
+ * loopback port, with SKILLSVC_NODE_TEST_DATABASE_URL (a fresh database) when given, else the embedded
  * PostgreSQL in a temporary data directory; it is stopped by its pid.
  */
 
@@ -17,6 +17,9 @@ import { gzipSync } from "node:zlib";
 import { SkillsvcClient, UnavailableError } from "../src/index";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..", "..");
+/** The repository's `skillsvc` command. */
+export const SKILLSVC_BIN =
+  process.env["SKILLSVC_BIN"] ?? path.join(REPO_ROOT, ".venv", "bin", "skillsvc");
 
 /** A ustar archive of `files` (path → content), gzipped; fixed times and owners. */
 export function tarGz(files: Record<string, string | Buffer>): Buffer {
@@ -48,7 +51,16 @@ export function tarGz(files: Record<string, string | Buffer>): Buffer {
 /** A valid skill: SKILL.md with front matter, a script and a reference. */
 export function skillArchive(name: string, version: string, extra = ""): Buffer {
   return tarGz({
-    "SKILL.md": `---\nname: ${name}\ndescription: A test skill${extra}\nversion: "${version}"\n---\n\n# ${name}\n`,
+    "SKILL.md": [
+      "---",
+      `name: ${name}`,
+      `description: A test skill${extra}`,
+      `version: "${version}"`,
+      "---",
+      "",
+      `# ${name}`,
+      "",
+    ].join("\n"),
     "scripts/run.py": "print('hello')\n",
     "references/guide.md": `# Guide ${version}\n`,
   });
@@ -80,8 +92,14 @@ export class Server {
     private readonly log: () => string,
   ) {}
 
-  /** Start a server and wait until it answers RPCs. */
-  static async start(): Promise<Server> {
+  /**
+   * Start a server and wait until it answers RPCs; `settings` adds SKILLSVC_*
+   * variables, and `probe` is the client that waits (for TLS or tokens).
+   */
+  static async start(
+    settings: Record<string, string> = {},
+    probe?: (address: string) => SkillsvcClient,
+  ): Promise<Server> {
     const dir = await mkdtemp(path.join(tmpdir(), "skillsvc-node-test-"));
     const port = await freePort();
     const address = `127.0.0.1:${port}`;
@@ -99,18 +117,18 @@ export class Server {
     if (databaseUrl) {
       env["SKILLSVC_DATABASE_URL"] = databaseUrl;
     }
-    const bin = process.env["SKILLSVC_BIN"] ?? path.join(REPO_ROOT, ".venv", "bin", "skillsvc");
-    const child = spawn(bin, ["serve"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    Object.assign(env, settings);
+    const child = spawn(SKILLSVC_BIN, ["serve"], { env, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout?.on("data", (piece: Buffer) => (output += piece.toString()));
     child.stderr?.on("data", (piece: Buffer) => (output += piece.toString()));
     const server = new Server(address, dir, child, () => output);
-    await server.waitServing(90_000);
+    const client = probe?.(address) ?? new SkillsvcClient({ address, deadlineMs: 1_000 });
+    await server.waitServing(client, 90_000);
     return server;
   }
 
-  private async waitServing(timeoutMs: number): Promise<void> {
-    const client = new SkillsvcClient({ address: this.address, deadlineMs: 1_000 });
+  private async waitServing(client: SkillsvcClient, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     try {
       for (;;) {
