@@ -3,8 +3,8 @@
  * also write what `tar` would refuse to), and a real `skillsvc serve` child process.
  *
  * The server is the repository's `.venv/bin/skillsvc` (or SKILLSVC_BIN) on a free
- * loopback port, with SKILLSVC_NODE_TEST_DATABASE_URL (a fresh database) when given, else the embedded
- * PostgreSQL in a temporary data directory; it is stopped by its pid.
+ * loopback port, with SKILLSVC_NODE_TEST_DATABASE_URL (a fresh database) when given,
+ * else the embedded PostgreSQL in a temporary data directory; it is stopped by its pid.
  */
 
 import { spawn, type ChildProcess } from "node:child_process";
