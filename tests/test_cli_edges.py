@@ -4,10 +4,8 @@ meets them. Real processes, real sockets, real databases; no tracebacks."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,18 +148,6 @@ async def test_history_of_an_unknown_skill_exits_non_zero(db_url: str, tmp_path:
     assert "no skill 'no-such-skill'" in ran.err
     assert "Traceback" not in ran.err
     assert ran.out == ""
-
-
-@pytest.fixture
-def embedded_data_dir() -> Iterator[Path]:
-    """A data dir for an embedded PostgreSQL, outside pytest's basetemp.
-
-    pytest resets its basetemp tree to mode 0700 whenever another pytest run starts
-    (other runs share this machine), which locks out the server's own user.
-    """
-    base = Path(tempfile.mkdtemp(prefix="skillsvc-test-cli-"))
-    yield base / "data"
-    shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_operator_command_beside_serve_leaves_its_embedded_postgres_alone(
