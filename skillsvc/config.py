@@ -102,8 +102,10 @@ class Settings:
         "Largest total size of a package's extracted files, in bytes.",
     )
     """Extracted size limit (``UNPACKED_TOO_LARGE``)."""
-    max_files: int = _setting("SKILLSVC_MAX_FILES", 10_000, "Most files a package may contain.")
-    """File count limit (``TOO_MANY_FILES``)."""
+    max_files: int = _setting(
+        "SKILLSVC_MAX_FILES", 10_000, "Most entries (files and directories) a package may hold."
+    )
+    """Entry count limit, directories included (``TOO_MANY_FILES``)."""
     max_file_bytes: int = _setting(
         "SKILLSVC_MAX_FILE_BYTES", 100 * MiB, "Largest single file in a package, in bytes."
     )

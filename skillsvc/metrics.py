@@ -39,3 +39,14 @@ HEALTHY: Final = Gauge(
     "skillsvc_healthy",
     "1 while the database and the store answer the health probe, else 0.",
 )
+
+# The store's filesystem, so an alert fires before installs fail with STORE_FULL
+# (refreshed by every health probe; no node_exporter needed).
+STORE_FREE_BYTES: Final = Gauge(
+    "skill_store_free_bytes",
+    "Bytes free for the service on the file store's filesystem.",
+)
+STORE_TOTAL_BYTES: Final = Gauge(
+    "skill_store_total_bytes",
+    "Size in bytes of the file store's filesystem.",
+)

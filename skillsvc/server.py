@@ -36,7 +36,8 @@ from skillsvc.core.progress import ProgressHub
 from skillsvc.db import PROGRESS_CHANNEL, Database, EmbeddedPostgres, Listener, connect
 from skillsvc.errors import Unavailable
 from skillsvc.intake import UrlPolicy
-from skillsvc.metrics import HEALTHY
+from skillsvc.loops import run_forever
+from skillsvc.metrics import HEALTHY, STORE_FREE_BYTES, STORE_TOTAL_BYTES
 from skillsvc.store import Store
 from skillsvc.tls import load_server_tls, server_credentials
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
@@ -101,6 +102,7 @@ class App:
     """The bound gRPC port (useful with port 0)."""
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _metrics_server: Any = None
+    _healthy: bool | None = None
 
     @property
     def address(self) -> str:
@@ -114,21 +116,44 @@ class App:
         await self.installer.start()
         await self.server.start()
         await self.check_health()
-        self._tasks.append(asyncio.create_task(self._probe_forever(), name="health-probe"))
+        self._tasks.append(
+            asyncio.create_task(
+                run_forever(
+                    "health probe",
+                    self._probe,
+                    interval=self.settings.health_interval_seconds,
+                    log=logger,
+                ),
+                name="health-probe",
+            )
+        )
         if self.settings.metrics_addr:
             self._metrics_server = _start_metrics(self.settings.metrics_addr)
         logger.info("skillsvc serving on %s", self.address)
 
     async def check_health(self) -> bool:
-        """Probe the database and the store once and publish the result."""
+        """Probe the database and the store once and publish the result.
+
+        Any failure of the probe (not only the expected ones) means NOT_SERVING. The
+        change is logged, not every probe: WARNING when it goes, INFO when it is back.
+        """
         healthy = True
+        cause = ""
         try:
             async with asyncio.timeout(max(1.0, self.settings.health_interval_seconds)):
                 await self.db.repo.ping()
                 await asyncio.to_thread(self.store.probe)
         except (Unavailable, TimeoutError) as exc:
-            logger.warning("health probe failed: %s", exc)
-            healthy = False
+            healthy, cause = False, str(exc) or type(exc).__name__
+        except Exception as exc:
+            logger.warning("health probe failed unexpectedly", exc_info=exc)
+            healthy, cause = False, str(exc) or type(exc).__name__
+        if healthy != self._healthy:
+            if healthy:
+                logger.info("health: SERVING (database and store answer)")
+            else:
+                logger.warning("health: NOT_SERVING: %s", cause)
+        self._healthy = healthy
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if healthy
@@ -139,10 +164,11 @@ class App:
         HEALTHY.set(1 if healthy else 0)
         return healthy
 
-    async def _probe_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.health_interval_seconds)
-            await self.check_health()
+    async def _probe(self) -> None:
+        await self.check_health()
+        free, total = await asyncio.to_thread(self.store.space)
+        STORE_FREE_BYTES.set(free)
+        STORE_TOTAL_BYTES.set(total)
 
     async def stop(self, grace: float | None = None) -> None:
         """Go NOT_SERVING, refuse new calls, let running ones finish, release everything."""
@@ -151,11 +177,20 @@ class App:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                try:
+                    await task
+                except Exception:
+                    logger.warning("background task %s had failed", task.get_name(), exc_info=True)
         await self.health.enter_graceful_shutdown()
         # New calls are refused at once; calls in flight (uploads included) and the
-        # installs running in the background share the same grace period.
-        await asyncio.gather(self.server.stop(grace), self.installer.stop(grace))
+        # installs running in the background share the same grace period. Each step
+        # below runs even if an earlier one failed: shutdown is never cut short.
+        results = await asyncio.gather(
+            self.server.stop(grace), self.installer.stop(grace), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                logger.warning("stopping failed", exc_info=result)
         await self.listener.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -158,6 +158,7 @@ def event_to_pb(item: Operation | Change) -> resources_pb2.InstallEvent:
         message=item.message,
         time=timestamp(when),
         error=error,
+        version=item.version,
     )
 
 

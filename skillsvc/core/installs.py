@@ -23,16 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.models import (
@@ -54,6 +55,7 @@ from skillsvc.core.naming import (
 )
 from skillsvc.core.progress import parse_operation_id
 from skillsvc.core.quotas import check_version_quota
+from skillsvc.core.versioning import assign_version
 from skillsvc.db import Database, NewOperation, OperationChanges, Repository
 from skillsvc.errors import (
     Aborted,
@@ -67,8 +69,9 @@ from skillsvc.errors import (
     SkillsvcError,
 )
 from skillsvc.intake import Spooled, Spooler, UrlPolicy, fetch_url
+from skillsvc.loops import Backoff, run_forever
 from skillsvc.metrics import INSTALL_DURATION, INSTALL_TOTAL, STORAGE_BYTES
-from skillsvc.store import Store
+from skillsvc.store import Store, store_error
 from skillsvc.validation import Code, Limits, Report, Severity, Violation, validate_archive
 
 logger = logging.getLogger(__name__)
@@ -115,7 +118,9 @@ class InstallerSettings:
     max_concurrent: int = 50
     """Installs running at once."""
     max_queued: int = 1000
-    """Installs waiting for a slot before new ones are refused."""
+    """Installs waiting for a slot before new ones are refused. Uploads still being
+    received count as waiting: at most ``max_concurrent + max_queued`` installs are
+    admitted at once, from acceptance (before a byte is read) to their end."""
     heartbeat_seconds: float = 5.0
     """How often this process proves it is alive; others reap it after 3 missed beats."""
     max_versions_per_skill: int = 50
@@ -167,8 +172,10 @@ def report_details(report: Report) -> dict[str, Any]:
     }
 
 
-def check_request(req: InstallRequest, *, skill_id_required: bool = True) -> None:
-    """Reject malformed specs with every bad field named."""
+def check_request(
+    req: InstallRequest, *, skill_id_required: bool = True, what: str = "install spec"
+) -> None:
+    """Reject malformed specs with every bad field named (``what`` names the request)."""
     violations: list[FieldViolation] = []
     if not req.skill_id:
         if skill_id_required:
@@ -196,7 +203,16 @@ def check_request(req: InstallRequest, *, skill_id_required: bool = True) -> Non
             FieldViolation("spec.request_id", f"must be at most {MAX_REQUEST_ID} characters")
         )
     if violations:
-        raise InvalidArgument("invalid install spec", violations)
+        raise InvalidArgument(f"invalid {what}", violations)
+
+
+@contextlib.contextmanager
+def _store_errors(action: str) -> Iterator[None]:
+    """The store's error for an ``OSError`` of its filesystem (a full disk, …)."""
+    try:
+        yield
+    except OSError as exc:
+        raise store_error(exc, action) from exc
 
 
 def _error_of(exc: BaseException) -> OperationError:
@@ -230,6 +246,63 @@ class _ValidationFailed(SkillsvcError):
             f"{first.code.value}{where}: {first.message}"
         )
         self.report = report
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A failed install whose cleanup and record are not (yet) all done."""
+
+    op: Operation
+    """The operation as this process last knew it."""
+    error: OperationError
+    """What to record."""
+    state: OperationState
+    """FAILED or CANCELLED."""
+    work: Path
+    """Its staging directory (removed once the archive is kept)."""
+    archive_sha256: str
+    """Digest of an archive that arrived whole, as computed here; empty if none."""
+    version: str
+    """The version this process claimed for it, if any."""
+
+
+T = TypeVar("T")
+
+
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
+async def _blocking(func: Callable[..., T], *args: Any) -> T:
+    """Run ``func`` in a thread; if cancelled, let the thread end before re-raising.
+
+    A thread cannot be stopped: were the caller to clean up at once, it would race
+    with the thread still writing (a staging directory removed under an extraction
+    fails with "Directory not empty", a commit finishing after its cleanup leaves an
+    orphan blob).
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # seen: the cancellation is what the caller gets
+        raise
+
+
+async def _uncancellable(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile, then re-raise."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.done():
+            raise
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()
+        raise
 
 
 @dataclass(frozen=True)
@@ -268,10 +341,18 @@ class Installer:
         self._settings = settings
         self.instance_id = instance_id or uuid.uuid4().hex
         self._slots = asyncio.Semaphore(settings.max_concurrent)
-        self._waiting = 0
+        # Installs admitted and not yet ended: receiving, waiting or running.
+        self._admitted = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # RPC tasks inside _begin (receiving an upload): staging stays until they end.
+        self._accepting: set[asyncio.Task[Any]] = set()
+        # Failures not recorded yet (the database was away): settled by the heartbeat.
+        self._unsettled: dict[str, _Failure] = {}
+        # Versions claimed by operations, for a failure the database has not seen.
+        self._claims: dict[str, str] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping = False
+        self._beats = 0
         self._hostname = socket.gethostname()
 
     # -- lifecycle ----------------------------------------------------------------
@@ -284,37 +365,76 @@ class Installer:
         await self.recover()
         await self.reconcile_current_links()
         await self._update_storage_metric()
-        self._heartbeat = asyncio.create_task(self._beat_forever(), name="install-heartbeat")
+        self._heartbeat = asyncio.create_task(
+            run_forever(
+                "install heartbeat",
+                self._beat,
+                interval=self._settings.heartbeat_seconds,
+                # Capped at half a beat: once the database is back, failures are
+                # settled and peers' work recovered within two heartbeats.
+                backoff=Backoff(
+                    base=self._settings.heartbeat_seconds / 10,
+                    cap=self._settings.heartbeat_seconds / 2,
+                ),
+                log=logger,
+            ),
+            name="install-heartbeat",
+        )
 
     async def stop(self, grace: float) -> None:
-        """Let running installs finish within ``grace``, then interrupt the rest."""
+        """Let uploads and installs finish within ``grace``, interrupt the rest, clean up.
+
+        Uploads still arriving are RPCs of the server (which stops them after the same
+        grace); the staging directory is removed only once every one of them and every
+        install has ended, and only if every failure could be recorded.
+        """
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while busy := self._accepting | self._tasks:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                # Interrupted installs end FAILED "interrupted", their whole archives
+                # kept for Retry (see _fail).
+                for task in busy:
+                    task.cancel()
+            await asyncio.wait(
+                busy, timeout=max(remaining, 0) or None, return_when=asyncio.FIRST_COMPLETED
+            )
+        if self._unsettled:
+            with contextlib.suppress(Exception):
+                await self._settle_failures()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-        with contextlib.suppress(SkillsvcError):
+        try:
             await self._db.repo.delete_instances([self.instance_id])
-        await asyncio.to_thread(self._store.remove_instance_staging, self.instance_id)
+        except SkillsvcError as exc:
+            logger.warning("could not unregister this process: %s", exc.message)
+        if self._unsettled:
+            # The next start recovers them from staging (archives kept for Retry).
+            logger.warning(
+                "%d failed install(s) could not be recorded; staging kept for recovery",
+                len(self._unsettled),
+            )
+            return
+        try:
+            await asyncio.to_thread(self._store.remove_instance_staging, self.instance_id)
+        except SkillsvcError as exc:
+            logger.warning("could not remove this process's staging: %s", exc.message)
 
-    async def _beat_forever(self) -> None:
-        beats = 0
-        while True:
-            await asyncio.sleep(self._settings.heartbeat_seconds)
-            beats += 1
-            try:
-                await self._db.repo.heartbeat(self.instance_id)
-                await self.recover()
-                if beats % STORAGE_RECOUNT_BEATS == 0:
-                    await self._update_storage_metric()
-            except SkillsvcError as exc:
-                logger.warning("heartbeat failed: %s", exc.message)
+    async def _beat(self) -> None:
+        """One heartbeat: prove liveness, settle failures, recover after dead peers."""
+        # Re-registers too: a peer that took this process for dead during a database
+        # outage has deleted its row.
+        await self._db.repo.register_instance(self.instance_id, self._hostname, os.getpid())
+        self._beats += 1
+        if self._unsettled:
+            await self._settle_failures()
+        await self.recover()
+        if self._beats % STORAGE_RECOUNT_BEATS == 0:
+            await self._update_storage_metric()
 
     def _is_dead(self, hostname: str, pid: int, stale: bool) -> bool:
         if stale:
@@ -355,13 +475,27 @@ class Installer:
             logger.warning(
                 "operation %s (%s %s) interrupted", op.operation_id, op.skill_id, op.version
             )
+            await self._keep_crashed_archive(op)
             if op.version:
-                await self._release(op)
+                await self._release(op.skill_id, op.version, op.operation_id, op.archive_sha256)
         for instance_id in dead:
             await self._settle_stashes(instance_id)
             await asyncio.to_thread(self._store.remove_instance_staging, instance_id)
         await repo.delete_instances(sorted(dead & known))
         return reaped
+
+    async def _keep_crashed_archive(self, op: Operation) -> None:
+        """Keep for Retry the archive a dead process had received whole.
+
+        Its digest is recorded only once every byte arrived and was flushed, so the
+        file in the dead process's staging is the whole archive: kept exactly as a
+        normal failure keeps it.
+        """
+        if op.source_type is not SourceType.UPLOAD or not op.archive_sha256 or not op.owner:
+            return
+        archive = self._store.staging / op.owner / op.operation_id / "archive"
+        if await asyncio.to_thread(_is_file, archive):
+            await asyncio.to_thread(self._store.keep_archive, archive, op.archive_sha256)
 
     async def _settle_stashes(self, instance_id: str) -> None:
         """Finish or undo deletions a dead process left half-done.
@@ -382,18 +516,27 @@ class Installer:
             else:
                 await asyncio.to_thread(self._store.purge, path)
 
-    async def _release(self, op: Operation) -> None:
-        """Give up ``op``'s claim on its version and remove a directory it left unrecorded."""
+    async def _release(
+        self, skill_id: str, version: str, operation_id: str, archive_sha256: str = ""
+    ) -> None:
+        """Give up an operation's claim on its version; remove what it left unrecorded."""
         async with self._db.transaction() as tx:
-            await tx.lock_skill(op.skill_id)
-            package = await tx.get_package_for_update(op.skill_id, op.version)
-            if package is None or package.operation_id != op.operation_id:
+            await tx.lock_skill(skill_id)
+            package = await tx.get_package_for_update(skill_id, version)
+            if package is None or package.operation_id != operation_id:
                 return
-            if package.state is not PackageState.READY:
-                await tx.mark_package_failed(op.skill_id, op.version, op.operation_id)
-                # A crash between the rename into the store and the READY row leaves
-                # a directory the database does not know: remove it.
-                await asyncio.to_thread(self._store.remove_version, op.skill_id, op.version)
+            if package.state is PackageState.READY:
+                return
+            await tx.mark_package_failed(skill_id, version, operation_id)
+            # A crash or an outage between the rename into the store and the READY
+            # row leaves a directory the database does not know: remove it.
+            await asyncio.to_thread(self._store.remove_version, skill_id, version)
+            if archive_sha256:
+                # ... and an archive adopted as a blob that no package owns: it goes
+                # back to the kept bytes, for Retry (gc drops it after retention).
+                await tx.lock_blob(archive_sha256)
+                if not await tx.blob_in_use(archive_sha256):
+                    await asyncio.to_thread(self._store.unadopt_blob, archive_sha256)
 
     async def reconcile_current_links(self) -> None:
         """Make every ``current`` link agree with the database's current version."""
@@ -420,10 +563,23 @@ class Installer:
         check_request(req)
         definition = await self._definitions.get(caller, req.skill_id)
         self._definitions.check_can_manage(caller, definition.tenant)
-        self._check_queue()
         assert req.source_type is not None  # check_request
         upload = req.source_type is SourceType.UPLOAD
-        op, created = await self._db.repo.insert_operation(
+        self._admit()  # before a byte of the upload is read
+        try:
+            op, created = await self._insert_install(caller, req, upload)
+        except BaseException:
+            self._dismiss()
+            raise
+        if not created:
+            self._dismiss()
+            return op  # the same request_id was seen before: answer with that operation
+        return await self._begin(op, req, chunks=chunks)
+
+    async def _insert_install(
+        self, caller: Caller, req: InstallRequest, upload: bool
+    ) -> tuple[Operation, bool]:
+        return await self._db.repo.insert_operation(
             NewOperation(
                 operation_id=str(uuid.uuid4()),
                 type=OperationType.INSTALL,
@@ -443,16 +599,21 @@ class Installer:
                 message="receiving" if upload else "queued",
             )
         )
-        if not created:
-            return op  # the same request_id was seen before: answer with that operation
-        return await self._begin(op, req, chunks=chunks)
 
-    def _check_queue(self) -> None:
-        if self._waiting >= self._settings.max_queued:
+    def _admit(self) -> None:
+        """Take a place among the admitted installs, or refuse: the queue is full."""
+        limit = self._settings.max_concurrent + self._settings.max_queued
+        if self._admitted >= limit:
             raise ResourceExhausted(
-                f"the install queue is full ({self._settings.max_queued} waiting); retry later",
+                f"the install queue is full ({self._settings.max_concurrent} running, "
+                f"{self._settings.max_queued} waiting or receiving); retry later",
                 reason="INSTALL_QUEUE_FULL",
             )
+        self._admitted += 1
+
+    def _dismiss(self) -> None:
+        """Give back a place taken by :meth:`_admit`."""
+        self._admitted -= 1
 
     async def _begin(
         self,
@@ -462,10 +623,41 @@ class Installer:
         chunks: AsyncIterator[bytes] | None = None,
         kept: Spooled | None = None,
     ) -> Operation:
-        """Reserve the version, get the bytes in, and start the background part."""
+        """Reserve the version, get the bytes in, and start the background part.
+
+        Owns the place :meth:`_admit` took: given back here on failure, else when
+        the background part ends.
+        """
         started = time.monotonic()
-        work = await asyncio.to_thread(self._store.new_work_dir, self.instance_id, op.operation_id)
+        this = asyncio.current_task()
+        if this is not None:
+            self._accepting.add(this)
+        try:
+            return await self._accept(op, req, chunks, kept, started)
+        except BaseException:
+            self._dismiss()
+            raise
+        finally:
+            if this is not None:
+                self._accepting.discard(this)
+
+    async def _accept(
+        self,
+        op: Operation,
+        req: InstallRequest,
+        chunks: AsyncIterator[bytes] | None,
+        kept: Spooled | None,
+        started: float,
+    ) -> Operation:
+        try:
+            work = await asyncio.to_thread(
+                self._store.new_work_dir, self.instance_id, op.operation_id
+            )
+        except BaseException as exc:
+            await asyncio.shield(self._fail(op, exc, None, started=started))
+            raise
         claimed = False
+        spooled: Spooled | None = None
         try:
             if req.version:
                 claim = await self._claim(op, req.version)
@@ -477,7 +669,6 @@ class Installer:
                     and claim.package.sha256 != req.sha256
                 ):
                     raise self._immutable(op.skill_id, req.version)
-            spooled = None
             if chunks is not None:
                 spooled = await self._receive(op, work / "archive", req.declared_size, chunks)
                 op = await self._db.repo.update_operation(
@@ -504,12 +695,11 @@ class Installer:
             cause: BaseException = asyncio.CancelledError()
             if not self._stopping:
                 cause = Cancelled("the client cancelled the upload")
-            await asyncio.shield(self._fail(op, cause, work, started=started))
+            await asyncio.shield(self._fail(op, cause, work, started=started, spooled=spooled))
             raise
         except BaseException as exc:
-            await asyncio.shield(self._fail(op, exc, work, started=started))
+            await asyncio.shield(self._fail(op, exc, work, started=started, spooled=spooled))
             raise
-        self._waiting += 1
         task = asyncio.create_task(
             self._run(_Job(op, req, work, spooled, claimed=claimed, started=started)),
             name=f"install-{op.operation_id}",
@@ -534,13 +724,18 @@ class Installer:
                 f"{failed.state.value}; only FAILED installs can be retried",
                 reason="NOT_RETRYABLE",
             )
-        self._check_queue()
         upload = failed.source_type is SourceType.UPLOAD
         if upload and not failed.archive_sha256:
             raise FailedPrecondition(
                 "the failed attempt never received all of its bytes; install again",
                 reason="RETRY_BYTES_EXPIRED",
             )
+        self._admit()
+        try:
+            op, kept = await self._insert_retry(caller, failed, upload)
+        except BaseException:
+            self._dismiss()
+            raise
         req = InstallRequest(
             skill_id=failed.skill_id,
             version=failed.requested_version,
@@ -551,6 +746,11 @@ class Installer:
             activate=failed.activate,
             request_id="",
         )
+        return await self._begin(op, req, kept=kept)
+
+    async def _insert_retry(
+        self, caller: Caller, failed: Operation, upload: bool
+    ) -> tuple[Operation, Spooled | None]:
         op, _ = await self._db.repo.insert_operation(
             NewOperation(
                 operation_id=str(uuid.uuid4()),
@@ -579,7 +779,7 @@ class Installer:
             op = await self._db.repo.update_operation(
                 op.operation_id, OperationChanges(bytes_done=failed.bytes_total)
             )
-        return await self._begin(op, req, kept=kept)
+        return op, kept
 
     def _immutable(self, skill_id: str, version: str) -> AlreadyExists:
         return AlreadyExists(
@@ -621,6 +821,13 @@ class Installer:
                 source_uri=op.source_uri,
                 operation_id=op.operation_id,
             )
+            if op.version != version:
+                # A version read from the manifest: on the operation in the claim's
+                # transaction, so recovery always knows which claim to release.
+                await tx.update_operation(op.operation_id, OperationChanges(version=version))
+        # Remembered here: should the failure be settled while the operation's row
+        # does not name the version yet, the claim is still released.
+        self._claims[op.operation_id] = version
         return _Claim("claimed")
 
     async def _receive(
@@ -649,7 +856,7 @@ class Installer:
         ``skill_id`` and ``version`` are optional here: when given, the manifest must
         agree with them; ``activate`` and ``request_id`` do not apply.
         """
-        check_request(req, skill_id_required=False)
+        check_request(req, skill_id_required=False, what="validate request")
         work = await asyncio.to_thread(
             self._store.new_work_dir, self.instance_id, f"validate-{uuid.uuid4().hex}"
         )
@@ -674,15 +881,18 @@ class Installer:
                     policy=self._settings.url_policy,
                 )
             async with self._slots:
-                report = await asyncio.to_thread(
-                    validate_archive,
-                    spooled.path,
-                    work / "tree",
-                    self._settings.limits,
-                    sha256=spooled.sha256,
-                    expected_name=req.skill_id or None,
-                    expected_version=req.version or None,
-                )
+                with _store_errors("extract the package"):
+                    report = await _blocking(
+                        functools.partial(
+                            validate_archive,
+                            spooled.path,
+                            work / "tree",
+                            self._settings.limits,
+                            sha256=spooled.sha256,
+                            expected_name=req.skill_id or None,
+                            expected_version=req.version or None,
+                        )
+                    )
             if req.sha256 and req.sha256 != spooled.sha256:
                 mismatch = Violation(
                     Code.CHECKSUM_MISMATCH,
@@ -704,19 +914,18 @@ class Installer:
         )
 
     async def _run(self, job: _Job) -> None:
-        waiting = True
         try:
             async with self._slots:
-                self._waiting -= 1
-                waiting = False
                 await self._pipeline(job)
         except BaseException as exc:
-            await asyncio.shield(self._fail(job.op, exc, job.work, started=job.started))
+            await asyncio.shield(
+                self._fail(job.op, exc, job.work, started=job.started, spooled=job.spooled)
+            )
             if not isinstance(exc, Exception):
                 raise
         finally:
-            if waiting:
-                self._waiting -= 1
+            self._dismiss()
+            self._claims.pop(job.op.operation_id, None)
 
     async def _pipeline(self, job: _Job) -> None:
         op, req, work, spooled, started = job.op, job.req, job.work, job.spooled, job.started
@@ -732,37 +941,62 @@ class Installer:
             await self._reinstall(op, req.version, spooled, work, started=started)
             return
         op = await self._stage(op, Stage.EXTRACTING, "extracting the archive")
-        report = await asyncio.to_thread(
-            validate_archive,
-            spooled.path,
-            work / "tree",
-            self._settings.limits,
-            sha256=spooled.sha256,
-            expected_name=req.skill_id,
-            expected_version=req.version or None,
-        )
+        with _store_errors("extract the package"):
+            report = await _blocking(
+                functools.partial(
+                    validate_archive,
+                    spooled.path,
+                    work / "tree",
+                    self._settings.limits,
+                    sha256=spooled.sha256,
+                    expected_name=req.skill_id,
+                    expected_version=req.version or None,
+                )
+            )
         op = await self._stage(op, Stage.VALIDATING, "validating the package")
         if not report.valid:
             raise _ValidationFailed(report)
         assert report.manifest is not None
+        # The request's version, else the manifest's (validate_archive resolved it),
+        # else one the service assigns (SPEC §4).
         version = req.version or report.manifest.version
         if not version:
-            raise InvalidArgument(
-                "the package declares no version and the request gave none",
-                [FieldViolation("spec.version", "required when the manifest has no version")],
-                reason="VERSION_INVALID",
+            assigned = await assign_version(
+                self._db,
+                op,
+                spooled.sha256,
+                max_versions_per_skill=self._settings.max_versions_per_skill,
             )
-        if not job.claimed:
+            version = assigned.version
+            if assigned.identical:
+                await self._reinstall(op, version, spooled, work, started=started)
+                return
+        elif not job.claimed:
             claim = await self._claim(op, version)
             if claim.kind == "ready":
                 await self._reinstall(op, version, spooled, work, started=started)
                 return
         op = await self._stage(op, Stage.COMMITTING, "committing to the store", version=version)
+        # Files move and the READY row commits together or not at all: a shutdown's
+        # cancellation waits for the commit to end (an interrupted one would leave
+        # an orphan blob or directory behind the cleanup).
+        await _uncancellable(self._commit(op, version, spooled, report, job))
+        # Counted, not measured: walking the store after every install made each one
+        # cost more than the last. The heartbeat re-measures now and then.
+        STORAGE_BYTES.inc(report.unpacked_bytes + spooled.size_bytes)
+        if req.activate:
+            await self._activate(op, version, started)
+
+    async def _commit(
+        self, op: Operation, version: str, spooled: Spooled, report: Report, job: _Job
+    ) -> None:
+        req, work, started = job.req, job.work, job.started
         files = [
             {"path": f.path, "size": f.size, "sha256": f.sha256, "executable": f.executable}
             for f in report.files
         ]
         manifest = report_details(report)["validation_report"]["manifest"]
+        manifest["version"] = version  # an assigned version is the package's too
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
             # Held until READY commits, so a deletion cannot drop an archive this
@@ -794,11 +1028,6 @@ class Installer:
                 raise Aborted("the version was taken over by another install", reason="CLAIM_LOST")
             if not req.activate:
                 await self._finish(tx, op, "installed (not activated)", started)
-        # Counted, not measured: walking the store after every install made each one
-        # cost more than the last. The heartbeat re-measures now and then.
-        STORAGE_BYTES.inc(report.unpacked_bytes + spooled.size_bytes)
-        if req.activate:
-            await self._activate(op, version, started)
 
     async def _download(self, op: Operation, req: InstallRequest, path: Path) -> Spooled:
         op = await self._stage(op, Stage.DOWNLOADING, "downloading")
@@ -885,45 +1114,89 @@ class Installer:
         INSTALL_TOTAL.labels("succeeded", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
         INSTALL_DURATION.observe(time.monotonic() - started)
 
-    async def _fail(self, op: Operation, exc: BaseException, work: Path, *, started: float) -> None:
-        """Remove the staging directory, release the version, then record the failure.
+    async def _fail(
+        self,
+        op: Operation,
+        exc: BaseException,
+        work: Path | None,
+        *,
+        started: float,
+        spooled: Spooled | None = None,
+    ) -> None:
+        """Keep a whole archive, remove staging, release the version, record the failure.
 
-        Cleaning up first means a watcher that sees FAILED also sees nothing left behind.
+        Cleaning up first means a watcher that sees FAILED also sees nothing left
+        behind. When the database is away, the failure waits in memory and the
+        heartbeat settles it as soon as the database answers again.
         """
-        error = _error_of(exc)
-        state = OperationState.CANCELLED if isinstance(exc, Cancelled) else OperationState.FAILED
-        current: Operation | None = None
+        failure = _Failure(
+            op=op,
+            error=_error_of(exc),
+            state=OperationState.CANCELLED if isinstance(exc, Cancelled) else OperationState.FAILED,
+            work=work or Path(),
+            archive_sha256=spooled.sha256 if spooled is not None else "",
+            version=self._claims.pop(op.operation_id, ""),
+        )
+        status = "failed"
+        INSTALL_TOTAL.labels(status, (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_DURATION.observe(time.monotonic() - started)
         try:
-            current = await self._db.repo.get_operation(op.operation_id, None)
-            if (
-                current is not None
-                and current.source_type is SourceType.UPLOAD
-                and current.archive_sha256
-                and (work / "archive").exists()
-            ):
-                # Keep the uploaded bytes for a retry; garbage collection drops them
-                # after SKILLSVC_FAILED_RETENTION.
-                await asyncio.to_thread(
-                    self._store.keep_archive, work / "archive", current.archive_sha256
-                )
-        except SkillsvcError as keep_error:
+            await self._settle(failure)
+        except Exception as settle_error:
             logger.warning(
-                "could not keep the bytes of %s: %s", op.operation_id, keep_error.message
+                "could not record the failure of %s yet (retried every heartbeat): %s",
+                op.operation_id,
+                settle_error,
+                exc_info=not isinstance(settle_error, SkillsvcError),
             )
-        await asyncio.to_thread(self._store.make_writable_and_remove, work)
-        try:
-            if current is not None and current.version:
-                await self._release(current)
+            self._unsettled[op.operation_id] = failure
+
+    async def _settle(self, failure: _Failure) -> None:
+        """Do what :meth:`_fail` does for one failure; idempotent, raises if the DB is away."""
+        op, work = failure.op, failure.work
+        current = await self._db.repo.get_operation(op.operation_id, None)
+        sha256 = failure.archive_sha256 or (current.archive_sha256 if current else "")
+        archive = work / "archive"
+        kept = ""
+        if (
+            current is not None
+            and current.source_type is SourceType.UPLOAD
+            and sha256
+            and work != Path()
+            and await asyncio.to_thread(_is_file, archive)
+        ):
+            # Keep the uploaded bytes for a retry; garbage collection drops them
+            # after SKILLSVC_FAILED_RETENTION.
+            try:
+                await asyncio.to_thread(self._store.keep_archive, archive, sha256)
+            except SkillsvcError as keep_error:
+                logger.warning(
+                    "could not keep the bytes of %s: %s", op.operation_id, keep_error.message
+                )
+        kept_now = bool(sha256) and await asyncio.to_thread(_is_file, self._store.kept_path(sha256))
+        if kept_now:
+            kept = sha256
+        if work != Path():
+            await asyncio.to_thread(self._store.make_writable_and_remove, work)
+        version = (current.version if current is not None else "") or failure.version
+        if version:
+            await self._release(op.skill_id, version, op.operation_id, sha256)
+        if current is not None:
+            error = failure.error
             await self._db.repo.update_operation(
                 op.operation_id,
                 OperationChanges(
-                    state=state, stage=Stage.FAILED, message=error.message, error=error
+                    state=failure.state,
+                    stage=Stage.FAILED,
+                    message=error.message,
+                    error=error,
+                    archive_sha256=kept or None,
                 ),
             )
-        except SkillsvcError as db_error:
-            # The database is gone; recovery by a live process fails the operation later.
-            logger.warning(
-                "could not record the failure of %s: %s", op.operation_id, db_error.message
-            )
-        INSTALL_TOTAL.labels("failed", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
-        INSTALL_DURATION.observe(time.monotonic() - started)
+
+    async def _settle_failures(self) -> None:
+        """Record the failures the database missed while it was away."""
+        for operation_id, failure in list(self._unsettled.items()):
+            await self._settle(failure)
+            del self._unsettled[operation_id]
+            logger.info("recorded the failure of %s after the database returned", operation_id)

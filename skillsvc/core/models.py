@@ -260,3 +260,5 @@ class Change:
     """Progress message."""
     time: datetime
     """When it changed."""
+    version: str = ""
+    """The version being installed, once known."""

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from skillsvc.core.models import Change, Operation, OperationState, Stage
 from skillsvc.db import Database
-from skillsvc.errors import InvalidArgument, NotFound
+from skillsvc.errors import InvalidArgument, NotFound, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class ProgressHub:
                 bytes_total=int(data["bytes_total"]),
                 message=str(data["message"]),
                 time=datetime.fromisoformat(data["time"]),
+                version=str(data.get("version") or ""),
             )
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring a malformed progress notification: %.200s", payload)
@@ -112,7 +113,12 @@ class ProgressHub:
                 # A failure is read from the table, for its error and details; every
                 # other change is complete as notified.
                 if change is None or change.state in _REREAD:
-                    latest = await db.repo.get_operation(operation_id, visible_to)
+                    try:
+                        latest = await db.repo.get_operation(operation_id, visible_to)
+                    except Unavailable:
+                        # The database is away: keep watching; the listener resyncs
+                        # every watcher once it is back.
+                        continue
                     if latest is None:  # deleted with its skill while being watched
                         raise NotFound(f"operation {operation_id} not found")
                     if latest.seq <= seen:

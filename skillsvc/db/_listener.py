@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from skillsvc.loops import Backoff
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,15 +32,18 @@ class Listener:
         on_reconnect: Callable[[], None],
         *,
         retry_seconds: float = 0.5,
+        max_retry_seconds: float = 30.0,
     ) -> None:
         self._url = url
         self._channel = channel
         self._on_message = on_message
         self._on_reconnect = on_reconnect
-        self._retry_seconds = retry_seconds
+        self._backoff = Backoff(base=retry_seconds, cap=max_retry_seconds)
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        """How many times the connection was lost and restored."""
 
     def _deliver(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._on_message(payload)
@@ -47,9 +52,13 @@ class Listener:
         self._lost.set()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._url)
-        conn.add_termination_listener(self._terminated)
-        await conn.add_listener(self._channel, self._deliver)
+        conn = await asyncpg.connect(self._url, timeout=10)
+        try:
+            conn.add_termination_listener(self._terminated)
+            await conn.add_listener(self._channel, self._deliver)
+        except BaseException:
+            conn.terminate()
+            raise
         self._conn = conn
 
     async def start(self) -> None:
@@ -61,15 +70,30 @@ class Listener:
         while True:
             await self._lost.wait()
             self._lost.clear()
-            logger.warning("LISTEN connection lost; reconnecting")
+            logger.warning("LISTEN connection on %r lost; reconnecting with backoff", self._channel)
             while True:
                 try:
                     await self._connect()
                     break
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    logger.debug("reconnect failed: %s", exc)
-                    await asyncio.sleep(self._retry_seconds)
-            self._on_reconnect()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Anything (refused, a server still starting, a driver error)
+                    # only delays the next attempt; the loop never ends on it.
+                    delay = self._backoff.next_delay()
+                    logger.debug("reconnect failed (%s); next attempt in %.2fs", exc, delay)
+                    await asyncio.sleep(delay)
+            logger.info(
+                "LISTEN connection on %r restored after %d failed attempt(s); resynchronising",
+                self._channel,
+                self._backoff.failures,
+            )
+            self._backoff.reset()
+            self.reconnects += 1
+            try:
+                self._on_reconnect()
+            except Exception:
+                logger.warning("resynchronising after a reconnect failed", exc_info=True)
 
     async def stop(self) -> None:
         """Stop listening and close the connection."""

@@ -36,6 +36,7 @@ from skillsvc.db._quota_queries import (
     COUNT_TENANT_DEFINITIONS,
     LOCK_TENANT,
 )
+from skillsvc.db._version_queries import FIND_IDENTICAL_READY_VERSION, LIST_SKILL_VERSIONS
 from skillsvc.errors import Aborted, AlreadyExists, FailedPrecondition, Unavailable
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ WITH changed AS (
 SELECT changed.*, pg_notify($14, json_build_object(
     'operation_id', operation_id, 'seq', seq, 'state', state, 'stage', stage,
     'bytes_done', bytes_done, 'bytes_total', bytes_total, 'message', left(message, 500),
-    'time', update_time)::text) AS notified
+    'time', update_time, 'version', version)::text) AS notified
 FROM changed
 """
 
@@ -192,7 +193,7 @@ WITH reaped AS (
 SELECT reaped.*, pg_notify($2, json_build_object(
     'operation_id', operation_id, 'seq', seq, 'state', state, 'stage', stage,
     'bytes_done', bytes_done, 'bytes_total', bytes_total, 'message', message,
-    'time', update_time)::text) AS notified
+    'time', update_time, 'version', version)::text) AS notified
 FROM reaped
 """
 
@@ -329,9 +330,41 @@ _FOREIGN_KEY_ERRORS: Final = {
 }
 
 
+# Failures of the connection (or of the server behind it) rather than of a statement:
+# the caller gets UNAVAILABLE and the connection that saw one is discarded, never
+# handed to the next caller (asyncpg's InternalClientError, "cannot switch to state
+# 12", leaves a connection whose protocol state is unknown).
+CONNECTION_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    # 57xxx: admin/crash shutdown, "the database system is starting up", a cancelled
+    # statement.
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InsufficientResourcesError,
+    # "database is not currently accepting connections", while an operator has
+    # disabled connections to it.
+    asyncpg.ObjectNotInPrerequisiteStateError,
+    # A failover left this connection on a server that is now a read-only standby.
+    asyncpg.ReadOnlySQLTransactionError,
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` condemns the connection it came from."""
+    return isinstance(exc, CONNECTION_ERRORS)
+
+
 @contextlib.contextmanager
 def translate_errors(subject: str = "") -> Iterator[None]:
-    """Turn driver exceptions into domain errors; the one place that knows asyncpg's."""
+    """Turn driver exceptions into domain errors; the one place that knows asyncpg's.
+
+    Wrap database calls only: an ``OSError`` from anything else (the file store) in
+    the block would be reported as a database outage.
+    """
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
@@ -344,21 +377,56 @@ def translate_errors(subject: str = "") -> Iterator[None]:
         if template is None:
             raise
         raise FailedPrecondition(template.format(subject), reason="HAS_PACKAGES") from exc
-    except (
-        OSError,
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.AdminShutdownError,
-        asyncpg.TooManyConnectionsError,
-        asyncpg.InsufficientResourcesError,
-        # "database is not currently accepting connections", while an operator has
-        # disabled connections to it.
-        asyncpg.ObjectNotInPrerequisiteStateError,
-        TimeoutError,
-    ) as exc:
-        logger.warning("database unavailable: %s", exc)
+    except CONNECTION_ERRORS as exc:
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         raise Unavailable("the database is unavailable, retry later") from exc
+
+
+def _discard(conn: Any) -> None:
+    """Close ``conn`` at once (unless the pool already took a lost one back)."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        if not conn.is_closed():
+            conn.terminate()
+
+
+class _Discarding:
+    """Runs each statement on a pooled connection; a connection error discards it.
+
+    ``asyncpg.Pool.fetch`` and friends would release a connection that saw a protocol
+    error back into the pool for the next caller; this terminates it instead (the
+    pool opens a fresh one when needed).
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+        async with self._pool.acquire() as conn:
+            try:
+                return await getattr(conn, method)(query, *args)
+            except BaseException as exc:
+                if is_connection_error(exc) or isinstance(exc, asyncio.CancelledError):
+                    # A statement cut off half-way leaves the protocol mid-message.
+                    _discard(conn)
+                raise
+
+    async def execute(self, query: str, *args: Any) -> str:
+        return str(await self._run("execute", query, args))
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        return list(await self._run("fetch", query, args))
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        return await self._run("fetchrow", query, args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._run("fetchval", query, args)
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The driver error behind a translated one (``Unavailable`` from ``...``)."""
+    cause = exc.__cause__
+    return cause if isinstance(exc, Unavailable) and cause is not None else exc
 
 
 def _definition(row: Any) -> Definition:
@@ -615,6 +683,20 @@ class Repository:
         """How many versions of the skill count against its quota (all but FAILED)."""
         with translate_errors(skill_id):
             return int(await self._db.fetchval(COUNT_LIVE_VERSIONS, skill_id))
+
+    # -- version assignment (SQL in _version_queries) --------------------------------
+
+    async def identical_ready_version(self, skill_id: str, sha256: str) -> str | None:
+        """The version of a READY package of the skill with this archive digest, if any."""
+        with translate_errors(skill_id):
+            version = await self._db.fetchval(FIND_IDENTICAL_READY_VERSION, skill_id, sha256)
+        return None if version is None else str(version)
+
+    async def skill_versions(self, skill_id: str) -> list[str]:
+        """Every version the skill has or had (packages, and succeeded installs)."""
+        with translate_errors(skill_id):
+            rows = await self._db.fetch(LIST_SKILL_VERSIONS, skill_id)
+        return [str(r["version"]) for r in rows]
 
     # -- operations -----------------------------------------------------------------
 
@@ -897,14 +979,51 @@ class Database:
         self.pool = pool
         self.url = url
         """The URL the pool connects to (dedicated connections such as LISTEN use it)."""
-        self.repo = Repository(pool)
+        self.repo = Repository(_Discarding(pool))
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Repository]:
-        """A repository bound to one connection inside one transaction."""
+        """A repository bound to one connection inside one transaction.
+
+        Only the database's own steps (acquire, begin, commit, rollback) are
+        translated here; the repository translates its statements. Whatever else the
+        block raises (a store error, say) leaves unchanged. A connection that saw a
+        connection-level error, or whose block was cancelled, is discarded.
+        """
         with translate_errors():
-            async with self.pool.acquire() as conn, conn.transaction():
+            conn = await self.pool.acquire()
+        discard = False
+        try:
+            tx = conn.transaction()
+            with translate_errors():
+                await tx.start()
+            try:
                 yield Repository(conn)
+            except BaseException as exc:
+                # A cancelled block may have cut a statement off half-way.
+                discard = not isinstance(exc, Exception) or is_connection_error(_root(exc))
+                if not discard:
+                    try:
+                        await tx.rollback()
+                    except Exception as rollback_error:
+                        logger.warning(
+                            "rollback failed; discarding the connection: %s", rollback_error
+                        )
+                        discard = True
+                raise
+            try:
+                with translate_errors():
+                    await tx.commit()
+            except BaseException:
+                discard = True
+                raise
+        except BaseException as exc:
+            discard = discard or not isinstance(exc, Exception) or is_connection_error(_root(exc))
+            raise
+        finally:
+            if discard:
+                _discard(conn)
+            await self.pool.release(conn)
 
     async def close(self) -> None:
         """Close every connection, waiting for the ones in use up to a bound."""

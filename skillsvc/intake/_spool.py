@@ -257,7 +257,7 @@ def _size_mismatch(description: str) -> InvalidArgument:
 def _storage_error(exc: OSError, path: Path) -> SkillsvcError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceExhausted(
-            f"no space left to store the archive ({exc.strerror})", reason="STORAGE_FULL"
+            f"no space left to store the archive ({exc.strerror})", reason="STORE_FULL"
         )
     return Unavailable(
         f"cannot write the archive to {path.parent}: {exc.strerror}", reason="STORE_UNAVAILABLE"

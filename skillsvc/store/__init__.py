@@ -19,6 +19,6 @@ worker thread. This package imports neither gRPC nor the database driver.
 from __future__ import annotations
 
 from skillsvc.store._fsops import syncfs_available
-from skillsvc.store._store import CURRENT, Store
+from skillsvc.store._store import CURRENT, Store, store_error
 
-__all__ = ["CURRENT", "Store", "syncfs_available"]
+__all__ = ["CURRENT", "Store", "store_error", "syncfs_available"]

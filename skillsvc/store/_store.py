@@ -2,7 +2,7 @@
 
 Every method blocks (renames, fsyncs, hashing) and is meant to be called from a worker
 thread (``asyncio.to_thread``). Failures of the filesystem become domain errors here:
-a full disk is ``ResourceExhausted`` (reason ``STORAGE_FULL``), anything else the
+a full disk is ``ResourceExhausted`` (reason ``STORE_FULL``), anything else the
 store cannot do is ``Unavailable`` (reason ``STORE_UNAVAILABLE``).
 
 How a package becomes visible (SPEC §5, STYLE rule 7): the caller extracts it into a
@@ -62,12 +62,12 @@ _PRIVATE_DIR_MODE: Final = 0o700
 _BLOB_MODE: Final = 0o444
 
 
-def _store_error(exc: OSError, action: str) -> SkillsvcError:
+def store_error(exc: OSError, action: str) -> SkillsvcError:
     """The domain error for a filesystem failure while doing ``action``."""
     detail = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceExhausted(
-            f"no space left in the file store to {action} ({detail})", reason="STORAGE_FULL"
+            f"no space left in the file store to {action} ({detail})", reason="STORE_FULL"
         )
     return Unavailable(f"the file store could not {action}: {detail}", reason="STORE_UNAVAILABLE")
 
@@ -78,7 +78,7 @@ def _os_errors(action: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise _store_error(exc, action) from exc
+        raise store_error(exc, action) from exc
 
 
 def _staging_name(value: str, field: str) -> str:
@@ -380,6 +380,31 @@ class Store:
                 os.rename(archive, kept)
                 _fsops.fsync_path(self.kept)
 
+    def unadopt_blob(self, sha256: str) -> None:
+        """Move ``blobs/sha256/<hex>`` back to the kept bytes (no package owns it).
+
+        For a commit cut off between adopting the archive and recording the package:
+        the bytes stay available to Retry, and gc drops them after the retention.
+        """
+        blob = self.blob_path(sha256)
+        kept = self.kept_path(sha256)
+        with _os_errors("keep an unowned archive"):
+            if not stat.S_ISREG(_lstat_mode(blob)):
+                return
+            self.kept.mkdir(parents=True, exist_ok=True)
+            if stat.S_ISREG(_lstat_mode(kept)):
+                os.unlink(blob)
+            else:
+                os.rename(blob, kept)
+                _fsops.fsync_path(self.kept)
+            _fsops.fsync_path(self.blobs)
+
+    def space(self) -> tuple[int, int]:
+        """``(free, total)`` bytes of the store's filesystem (free as a non-root writer sees it)."""
+        with _os_errors("measure its filesystem"):
+            st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
     def link_archive(self, sha256: str, dest: Path) -> bool:
         """Hard-link stored bytes (kept, or an installed package's) to ``dest`` in staging.
 
@@ -571,7 +596,7 @@ class Store:
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 raise Internal(f"{CURRENT} of skill {skill_id} is not a symlink") from exc
-            raise _store_error(exc, "read the current version") from exc
+            raise store_error(exc, "read the current version") from exc
         if not is_valid_semver(target):
             raise Internal(f"{CURRENT} of skill {skill_id} points at {target!r}")
         return target
@@ -662,7 +687,7 @@ class Store:
                 f"archive {sha256} is not in the file store", reason="ARCHIVE_MISSING"
             ) from exc
         except OSError as exc:
-            raise _store_error(exc, "open the archive") from exc
+            raise store_error(exc, "open the archive") from exc
         return os.fdopen(fd, "rb")
 
 

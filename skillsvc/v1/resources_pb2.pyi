@@ -492,8 +492,11 @@ class Operation(_message.Message):
     """The skill it concerns."""
     version: _builtins.str
     """The version being installed (installs); the version made current (rollbacks).
-    For an install that takes its version from the manifest this is empty until
-    the manifest has been read.
+    For an install whose request gives no version this is empty until the version
+    is known: the manifest's (top-level `version`, else a semver
+    `metadata.version`) once the package is validated, else the one the service
+    assigns (an identical READY upload's version, or the next patch after the
+    skill's highest version, `1.0.0` for the first).
     """
     state: Global___OperationState.ValueType
     """Where the operation is in its lifecycle."""
@@ -582,6 +585,7 @@ class InstallEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     operation_id: _builtins.str
     """The operation the event belongs to."""
     stage: Global___InstallStage.ValueType
@@ -594,6 +598,10 @@ class InstallEvent(_message.Message):
     """Total bytes expected, or 0 when unknown."""
     message: _builtins.str
     """A short human description of the event."""
+    version: _builtins.str
+    """The version being installed, once known; as `Operation.version`. Empty before
+    then (an install whose request gives no version learns it after validation).
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the change happened."""
@@ -613,10 +621,11 @@ class InstallEvent(_message.Message):
         message: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         error: _status_pb2.Status | None = ...,
+        version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "bytes_total", b"bytes_total", "error", b"error", "message", b"message", "operation_id", b"operation_id", "stage", b"stage", "state", b"state", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "bytes_total", b"bytes_total", "error", b"error", "message", b"message", "operation_id", b"operation_id", "stage", b"stage", "state", b"state", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -202,8 +202,12 @@ class InstallSpec(_message.Message):
     skill_id: _builtins.str
     """The skill to install into; its definition must exist and be visible."""
     version: _builtins.str
-    """The version to install (semver 2.0). Empty: taken from the package manifest.
-    When both are given they must agree.
+    """The version to install (semver 2.0). It wins over the manifest's
+    `metadata.version`, and a top-level manifest `version` must agree with it.
+    Empty: the manifest's top-level `version`, else its `metadata.version` when that
+    is semver, else one the service assigns: the version of a READY package of the
+    skill with the same sha256 (an identical re-upload changes nothing), otherwise
+    the next patch after the skill's highest version (`1.0.0` for the first).
     """
     url: _builtins.str
     """The service downloads the archive from this http(s) URL. Addresses in
@@ -474,7 +478,10 @@ class ValidateSpec(_message.Message):
     skill_id: _builtins.str
     """When given, the manifest `name` must equal it. The definition need not exist."""
     version: _builtins.str
-    """When given, must be semver 2.0 and agree with the manifest version."""
+    """When given, must be semver 2.0 and agree with a top-level manifest `version`;
+    it wins over `metadata.version`. Empty: the report's manifest carries the
+    manifest's version, or none when the service would assign one at install.
+    """
     url: _builtins.str
     """The service downloads the archive from this http(s) URL."""
     sha256: _builtins.str

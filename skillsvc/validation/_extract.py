@@ -62,7 +62,8 @@ class DestTree:
 
     def makedirs(self, parts: tuple[str, ...]) -> None:
         """Create the directory ``parts`` and its parents (mode 0o755)."""
-        self._walk(parts)
+        if parts not in self._made:
+            self._walk(parts)
 
     def create(self, parts: tuple[str, ...]) -> int:
         """Create a new, empty file and return its descriptor (mode 0o600 until chmod)."""
@@ -176,14 +177,24 @@ class Extractor:
     def __init__(self, tree: DestTree, limits: Limits) -> None:
         self.tree = tree
         self.limits = limits
-        # Directories and refused entries are not files, but they still cost a header
-        # parse, a name check and maybe a mkdir each: cap them too, generously.
+        # Every header costs a parse and a name check, even those that are not counted
+        # (``__MACOSX/`` entries, refused names): a hard cap on them all.
         self.entry_cap = 2 * limits.max_files + 64
         self.violations: list[Violation] = []
         self.files: dict[str, FileEntry] = {}
         self.unpacked = 0
+        # Compressed bytes of the members written so far, when the format says (zip):
+        # the denominator of the archive-wide ratio. tar.gz is metered on its gzip stream
+        # (see _gzip), and plain tar does not compress.
+        self.compressed = 0
         self.current = ""
         self._entries = 0
+        # Files, directories and refused entries: what SPEC §3's entry limit counts.
+        self._counted = 0
+        # Directories are created after the last entry is read (those not created by
+        # then as some file's parent), so a refused archive of directories costs no
+        # mkdir at all.
+        self._dirs: list[tuple[str, tuple[str, ...]]] = []
         self._names = NameTable()
         self._tops: set[str] = set()
         self._root_non_dir = False
@@ -224,6 +235,12 @@ class Extractor:
             return
         if is_ignored(entry.name):
             return
+        self._counted += 1
+        if self._counted > self.limits.max_files:
+            raise Abort(
+                Code.TOO_MANY_FILES,
+                f"more than {self.limits.max_files} entries (files and directories)",
+            )
         self._tops.add(parts[0])
         if len(parts) == 1 and not is_dir:
             self._root_non_dir = True
@@ -238,24 +255,35 @@ class Extractor:
             self.violate(Code.SPECIAL_FILE, entry.name, entry.detail)
         elif entry.kind is Kind.UNSUPPORTED:
             self.violate(Code.UNSUPPORTED_FORMAT, entry.name, entry.detail)
+        elif conflict is None and is_dir:
+            self._dirs.append((entry.name, parts))
         elif conflict is None:
             try:
-                if is_dir:
-                    self.tree.makedirs(parts)
-                else:
-                    self._write_file(entry, parts)
+                self._write_file(entry, parts)
             except _TreeError as exc:
                 self.violate(exc.code, entry.name, exc.message)
+
+    def finish(self) -> None:
+        """Create the directory entries no file needed (empty directories)."""
+        for name, parts in self._dirs:
+            try:
+                self.tree.makedirs(parts)
+            except _TreeError as exc:
+                self.violate(exc.code, name, exc.message)
 
     def _too_compressed(self, unpacked: int, compressed: int) -> bool:
         return unpacked > self.limits.ratio_min_bytes and unpacked > (
             self.limits.max_ratio * compressed
         )
 
+    def _archive_ratio_message(self) -> str:
+        return (
+            f"the archive as a whole expands beyond {self.limits.max_ratio}:1"
+            f" ({self.compressed} compressed bytes so far)"
+        )
+
     def _write_file(self, entry: Entry, parts: tuple[str, ...]) -> None:
         limits = self.limits
-        if len(self.files) >= limits.max_files:
-            raise Abort(Code.TOO_MANY_FILES, f"more than {limits.max_files} files")
         # Header sizes may lie, but only in the direction that gets them past us; a
         # header that admits to exceeding a limit is believed.
         compressed = entry.compressed_size
@@ -265,6 +293,12 @@ class Extractor:
                 f"declares {entry.declared_size} bytes from {compressed} compressed,"
                 f" more than {limits.max_ratio}:1",
             )
+        if compressed is not None:
+            # The archive as a whole: many members, each under ratio_min_bytes, must not
+            # add up to a bomb (SPEC §3).
+            self.compressed += compressed
+            if self._too_compressed(self.unpacked + entry.declared_size, self.compressed):
+                raise Abort(Code.COMPRESSION_RATIO, self._archive_ratio_message())
         if entry.declared_size > limits.max_file_bytes:
             raise Abort(
                 Code.FILE_TOO_LARGE,
@@ -304,6 +338,10 @@ class Extractor:
                         Code.COMPRESSION_RATIO,
                         f"expands beyond {limits.max_ratio}:1 ({compressed} compressed bytes)",
                     )
+                if compressed is not None and self._too_compressed(
+                    self.unpacked + len(chunk), self.compressed
+                ):
+                    raise Abort(Code.COMPRESSION_RATIO, self._archive_ratio_message())
                 _write_all(fd, chunk)
                 digest.update(chunk)
                 self.unpacked += len(chunk)

@@ -5,19 +5,22 @@ the next ``---`` line) or, when SKILL.md has no front matter, ``manifest.json`` 
 same fields. SKILL.md is required either way. Both are read back from the extracted tree,
 never from the archive, so the bytes judged here are the bytes that get installed.
 
+Front matter is read by :mod:`._yaml`: every scalar is the string written, so
+``version: 1.0`` is the text ``"1.0"`` (not semver: VERSION_INVALID) and ``name: 2048``
+is the name ``"2048"``. manifest.json is typed JSON, so a number there is not a string.
+
 Choices the SPEC leaves open:
 
-* ``version`` must be a YAML/JSON *string*. ``version: 1.0`` loads as a float and
-  ``version: 1`` as an int; neither is semver anyway, and stringifying a float would
-  turn ``1.10`` into ``1.1``, so they are VERSION_INVALID with a hint to quote them.
-* ``version`` and ``metadata.version`` may both be present only if they are equal.
-* With no version in the manifest and none expected, ``Manifest.version`` is empty and no
-  violation is raised: the caller decides whether a version is needed.
+* The version resolves as :func:`_version` says; with none anywhere ``Manifest.version``
+  is empty and no violation is raised: the service assigns one at install.
 * An empty ``expected_name`` / ``expected_version`` means "not given" (proto3 strings).
-* ``null`` for an optional field means absent; for a required one it is invalid.
-* ``metadata`` values must be strings (no stringifying of numbers), and ``compatibility``
-  over 500 characters or a non-string ``license`` are BAD_FRONTMATTER, since the SPEC
-  gives them no code of their own.
+* JSON ``null`` for an optional field means absent; for a required one it is invalid.
+  An empty ``metadata:`` or ``allowed-tools:`` in front matter is absent too.
+* ``metadata`` values must be strings (nested maps and lists are BAD_FRONTMATTER), and
+  ``compatibility`` over 500 characters or a non-string ``license`` are
+  BAD_FRONTMATTER, since the SPEC gives them no code of their own.
+* A key given twice, and NUL or another control character (tab and newline aside) in
+  any key or value, are BAD_FRONTMATTER in front matter and manifest.json alike.
 """
 
 from __future__ import annotations
@@ -27,16 +30,10 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Final
 
-import yaml
-
 from ._entries import printable
 from ._model import Code, Manifest, Severity, Violation
 from ._rules import is_valid_semver, is_valid_skill_name
-
-try:
-    from yaml import CSafeLoader as _YamlLoader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
+from ._yaml import FrontMatterError, control_character, load_front_matter
 
 SKILL_MD: Final = "SKILL.md"
 MANIFEST_JSON: Final = "manifest.json"
@@ -45,9 +42,6 @@ KNOWN_FIELDS: Final = frozenset(
 )
 MAX_DESCRIPTION_CHARS: Final = 1024
 MAX_COMPATIBILITY_CHARS: Final = 500
-# Deeper YAML nesting is never a manifest; libyaml's scanner slows down quadratically on
-# deep flow nesting, so it is refused while streaming events, before composing anything.
-MAX_YAML_DEPTH: Final = 32
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -70,7 +64,10 @@ def read_manifest(
     try:
         front_matter = _front_matter(skill_md[:cap], truncated=len(skill_md) > cap, cap=cap)
         if front_matter is not None:
-            document = _load_yaml(front_matter)
+            try:
+                document: object = load_front_matter(front_matter, first_line=2)
+            except FrontMatterError as exc:
+                raise _BadManifest(_clip(str(exc))) from None
         else:
             data = read_root_file(MANIFEST_JSON, cap + 1)
             if data is None:
@@ -109,51 +106,44 @@ def _front_matter(data: bytes, *, truncated: bool, cap: int) -> str | None:
         raise _BadManifest("SKILL.md front matter is not valid UTF-8") from None
 
 
-def _load_yaml(text: str) -> object:
-    try:
-        # The loaders are driven by hand (what yaml.parse / yaml.safe_load do) so the
-        # depth check can stop the scanner early.
-        scanner = _YamlLoader(text)
-        try:
-            depth = 0
-            while scanner.check_event():
-                event = scanner.get_event()
-                if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-                    depth += 1
-                    if depth > MAX_YAML_DEPTH:
-                        raise _BadManifest(
-                            f"front matter nests deeper than {MAX_YAML_DEPTH} levels"
-                        )
-                elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
-                    depth -= 1
-        finally:
-            scanner.dispose()
-        loader = _YamlLoader(text)
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        where = ""
-        if exc.problem_mark is not None:
-            mark = exc.problem_mark
-            where = f" at line {mark.line + 2}, column {mark.column + 1}"
-        raise _BadManifest(f"invalid YAML{where}: {_clip(str(exc.problem))}") from None
-    except yaml.YAMLError as exc:
-        raise _BadManifest(f"invalid YAML: {_clip(str(exc))}") from None
-    except (ValueError, OverflowError, RecursionError) as exc:
-        # Constructors raise these for well-formed but unrepresentable scalars, such as
-        # the timestamp 2024-13-45 or an int longer than Python will parse.
-        raise _BadManifest(f"invalid YAML value: {_clip(str(exc))}") from None
-
-
 def _load_json(data: bytes) -> object:
     try:
-        return json.loads(data.decode("utf-8-sig"))
+        document = json.loads(data.decode("utf-8-sig"), object_pairs_hook=_json_object)
     except UnicodeDecodeError:
         raise _BadManifest("manifest.json is not valid UTF-8") from None
     except (ValueError, RecursionError) as exc:
         raise _BadManifest(f"manifest.json is not valid JSON: {_clip(str(exc))}") from None
+    _check_json_text(document)
+    return document
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object, refusing a key given twice (json.loads would keep the last one)."""
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _BadManifest(f"manifest.json gives the key {_show(key)} twice")
+        result[key] = value
+    return result
+
+
+def _check_json_text(document: object) -> None:
+    """Refuse control characters in manifest.json strings, as in front matter."""
+    pending = [document]
+    while pending:
+        item = pending.pop()
+        texts: list[object] = []
+        if isinstance(item, dict):
+            texts = list(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        else:
+            texts = [item]
+        for text in texts:
+            bad = control_character(text) if isinstance(text, str) else None
+            if bad is not None:
+                raise _BadManifest(f"manifest.json holds the control character {bad}")
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -285,7 +275,7 @@ def _optional_text(fields: Mapping[str, object], key: str, flag: _Flag) -> str:
 
 
 def _allowed_tools(value: object, flag: _Flag) -> tuple[str, ...]:
-    if value is None:
+    if value is None or value == "":
         return ()
     if isinstance(value, str):
         return tuple(value.split())
@@ -299,7 +289,8 @@ def _allowed_tools(value: object, flag: _Flag) -> tuple[str, ...]:
 
 
 def _metadata(value: object, flag: _Flag) -> dict[str, str]:
-    if value is None:
+    # An empty value (``metadata:`` with nothing under it) is no metadata.
+    if value is None or value == "":
         return {}
     if not isinstance(value, dict):
         flag(Code.BAD_FRONTMATTER, f"metadata must be a mapping, not {_kind(value)}")
@@ -309,8 +300,7 @@ def _metadata(value: object, flag: _Flag) -> dict[str, str]:
         if not isinstance(key, str) or not isinstance(item, str):
             flag(
                 Code.BAD_FRONTMATTER,
-                f"metadata must map strings to strings; {_show(key)} maps to {_kind(item)}"
-                " (quote the value)",
+                f"metadata must map strings to strings; {_show(key)} maps to {_kind(item)}",
             )
             return {}
         result[key] = item
@@ -323,29 +313,42 @@ def _version(
     flag: _Flag,
     expected: str | None,
 ) -> str:
-    raw = fields.get("version")
-    field = "version"
-    if raw is None:
-        raw = metadata.get("version")
-        field = "metadata.version"
-    elif "version" in metadata and metadata["version"] != raw:
-        flag(Code.VERSION_INVALID, "version and metadata.version disagree")
-    declared = ""
-    if raw is not None:
-        if not isinstance(raw, str):
+    """The version the package resolves to (SPEC §2, §4); empty when the service assigns it.
+
+    In order: the request's version; a top-level ``version`` (which must be semver and
+    agree with the request's); a semver ``metadata.version``. ``metadata.version`` is
+    free-form metadata in the Agent Skills format: one that is not semver is only worth
+    a warning, and only when it would otherwise have been the version.
+    """
+    top = fields.get("version")
+    if top is not None:
+        if not isinstance(top, str):
+            flag(Code.VERSION_INVALID, f"version must be a string, not {_kind(top)}")
+        elif not is_valid_semver(top):
             flag(
                 Code.VERSION_INVALID,
-                f"{field} must be a string; YAML/JSON read {_show(raw)} as {_kind(raw)}"
-                ' (quote it, e.g. "1.0.0")',
+                f"version {_show(top)} is not a semantic version (MAJOR.MINOR.PATCH, e.g."
+                " 1.0.0); leave it out to have the service assign one",
             )
-        elif not is_valid_semver(raw):
-            flag(Code.VERSION_INVALID, f"{field} {_show(raw)} is not a semantic version")
-            declared = raw
-        else:
-            declared = raw
-            if expected and is_valid_semver(expected) and raw != expected:
-                flag(
-                    Code.VERSION_MISMATCH,
-                    f"{field} {raw!r} differs from the requested version {expected!r}",
-                )
-    return declared or expected or ""
+        elif expected and is_valid_semver(expected) and top != expected:
+            flag(
+                Code.VERSION_MISMATCH,
+                f"version {top!r} differs from the requested version {expected!r}",
+            )
+        elif not expected:
+            return top
+        return expected or ""
+    if expected:
+        return expected
+    declared = metadata.get("version")
+    if declared is None:
+        return ""
+    if is_valid_semver(declared):
+        return declared
+    flag(
+        Code.VERSION_INVALID,
+        f"metadata.version {_show(declared)} is not a semantic version; it is kept as"
+        " metadata and the service assigns the version",
+        Severity.WARNING,
+    )
+    return ""

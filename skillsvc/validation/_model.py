@@ -57,7 +57,7 @@ class Limits:
     max_unpacked_bytes: int = 512 * MiB
     """Largest total of regular-file bytes written to the destination."""
     max_files: int = 10_000
-    """Most regular files; other entries (directories, links) may number twice this."""
+    """Most entries: files, directories and refused entries alike (``__MACOSX/`` aside)."""
     max_file_bytes: int = 100 * MiB
     """Largest single extracted file, in bytes."""
     max_path_bytes: int = 255
@@ -67,8 +67,9 @@ class Limits:
     max_ratio: int = 200
     """Largest accepted unpacked/compressed ratio (see ``ratio_min_bytes``)."""
     ratio_min_bytes: int = 1 * MiB
-    """The ratio is only judged once this many bytes have been unpacked, so tiny,
-    very compressible files (an empty ``__init__.py``) are never flagged."""
+    """The ratio is only judged once this many bytes have been unpacked (by one entry,
+    or by the archive as a whole), so tiny, very compressible files (an empty
+    ``__init__.py``) are never flagged."""
     max_manifest_bytes: int = 256 * KiB
     """Cap on SKILL.md front matter / manifest.json read before YAML or JSON parsing."""
 
@@ -103,7 +104,9 @@ class Manifest:
     description: str
     """Skill description; empty when missing or not a string."""
     version: str
-    """The manifest's version, else the caller's expected version, else empty."""
+    """The version the package resolves to: the caller's expected version, else a
+    semver top-level ``version``, else a semver ``metadata.version``, else empty (the
+    service assigns one)."""
     license: str
     """License string, empty when absent."""
     compatibility: str

@@ -71,9 +71,11 @@ def validate_archive(
     ``limits.max_package_bytes`` is refused without being read or hashed, so its report
     carries the caller's digest or an empty string.
 
-    ``expected_name`` and ``expected_version``, when given and non-empty, must match the
-    manifest (NAME_MISMATCH / VERSION_MISMATCH). A manifest without a version takes
-    ``expected_version``; with neither, ``Manifest.version`` is empty.
+    ``expected_name``, when given and non-empty, must match the manifest's name
+    (NAME_MISMATCH); ``expected_version`` (the request's) must agree with a top-level
+    ``version`` (VERSION_MISMATCH) and wins over ``metadata.version``.
+    ``Manifest.version`` is the version the package resolves to, or empty when the
+    service is to assign one (see ``_manifest._version``).
 
     Never raises because of the archive's content. Raises FileExistsError if ``dest``
     exists, and lets OSErrors about ``dest`` itself (ENOSPC, EACCES) propagate.
@@ -132,7 +134,7 @@ def _extract(
     """Read every member into ``dest``; then fix the layout and check the manifest."""
     try:
         if archive_format is _Format.ZIP:
-            read_zip(raw, extractor, entry_cap=extractor.entry_cap, max_files=limits.max_files)
+            read_zip(raw, extractor, entry_cap=extractor.entry_cap, max_entries=limits.max_files)
         elif archive_format is _Format.GZIP_TAR:
             read_gzip_tar(raw, limits, extractor, entry_cap=extractor.entry_cap)
         elif archive_format is _Format.TAR:
@@ -144,6 +146,7 @@ def _extract(
         # and the report lists files by their paths in the archive.
         extractor.violate(exc.code, exc.path or extractor.current, exc.message)
         return None
+    extractor.finish()
     top = extractor.strip_prefix()
     if top is not None:
         extractor.tree.hoist(top)

@@ -66,12 +66,13 @@ _SPECIAL_MODES: Final = {
 }
 
 
-def read_zip(raw: BinaryIO, sink: Sink, *, entry_cap: int, max_files: int) -> None:
+def read_zip(raw: BinaryIO, sink: Sink, *, entry_cap: int, max_entries: int) -> None:
     """Feed every member of a zip archive to ``sink``.
 
-    The central directory tells up front how many files there are; an archive with too
-    many is refused before any is written. (The count is exact for any archive that
-    would otherwise be valid; the extractor still counts what it writes.)
+    The central directory tells up front how many entries (files and directories)
+    there are; an archive with too many is refused before any is written. (The count
+    is exact for any archive that would otherwise be valid; the extractor still counts
+    what it reads.)
     """
     try:
         _precount(raw, entry_cap)
@@ -89,9 +90,12 @@ def read_zip(raw: BinaryIO, sink: Sink, *, entry_cap: int, max_files: int) -> No
         except READ_ERRORS as exc:
             raise Abort(Code.CORRUPT_ARCHIVE, f"unreadable zip structure: {exc}") from None
         entries = [_entry(archive, info) for info in infos]
-        files = sum(1 for e in entries if e.kind is Kind.FILE and not is_ignored(e.name))
-        if files > max_files:
-            raise Abort(Code.TOO_MANY_FILES, f"zip archive has {files} files (limit {max_files})")
+        counted = sum(1 for e in entries if not is_ignored(e.name))
+        if counted > max_entries:
+            raise Abort(
+                Code.TOO_MANY_FILES,
+                f"zip archive has {counted} entries, files and directories (limit {max_entries})",
+            )
         for entry in entries:
             sink.add(entry)
 

@@ -10,7 +10,7 @@ import grpc
 from skillsvc.server import App
 from skillsvc.v1 import resources_pb2, skill_service_pb2
 from tests.helpers import bad_fields, expect_status, reason
-from tests.install.conftest import ArchiveServer, Stub
+from tests.install.conftest import ArchiveServer, Stub, install
 from tests.packages import make_archive, skill_archive, skill_md
 
 
@@ -78,6 +78,11 @@ async def test_bad_spec_fields_are_invalid_argument(stub: Stub) -> None:
         _validate(stub, data, skill_id="Bad_Id"), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert bad_fields(err) == ["spec.skill_id"]
+    # Validate speaks of validation, Install of installs.
+    assert err.details().startswith("invalid validate request"), err.details()
+    err = await expect_status(install(stub, "Bad_Id", data), grpc.StatusCode.INVALID_ARGUMENT)
+    assert bad_fields(err) == ["spec.skill_id"]
+    assert err.details().startswith("invalid install spec"), err.details()
     err = await expect_status(
         _validate(stub, data, version="1.0"), grpc.StatusCode.INVALID_ARGUMENT
     )

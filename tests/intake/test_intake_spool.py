@@ -223,7 +223,7 @@ async def test_memory_stays_bounded_for_a_large_stream(staging: Path) -> None:
 @pytest.mark.parametrize(
     ("code", "error", "reason"),
     [
-        (errno.ENOSPC, ResourceExhausted, "STORAGE_FULL"),
+        (errno.ENOSPC, ResourceExhausted, "STORE_FULL"),
         (errno.EIO, Unavailable, "STORE_UNAVAILABLE"),
     ],
 )

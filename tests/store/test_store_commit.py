@@ -185,7 +185,7 @@ def test_a_full_disk_is_resource_exhausted_and_leaves_nothing_final(
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(ResourceExhausted) as info:
         store.commit_package(staged.tree, staged.archive, "demo", "1.0.0", staged.sha256)
-    assert info.value.reason == "STORAGE_FULL"
+    assert info.value.reason == "STORE_FULL"
     assert not (store.packages / "demo" / "1.0.0").exists()
     assert staged.tree.is_dir()  # still in staging, for staging cleanup
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import random
+import stat
 import tarfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -16,12 +19,14 @@ from .builders import (
     GOOD_FILES,
     GOOD_SKILL_MD,
     TarMember,
+    ZipMember,
     deflate_zeros,
     gz,
     tar_bytes,
     tar_header,
     tar_of,
     tgz_zero_bomb,
+    zip_bytes,
     zip_of,
     zip_zero_bomb,
 )
@@ -190,3 +195,110 @@ def test_pax_header_just_under_the_cap_is_fine(validate: Validate) -> None:
     ]
     out = validate(tar_bytes(members, fmt=tarfile.PAX_FORMAT))
     assert out.report.valid, out.report.violations
+
+
+# --- archive-wide amplification and directory entries (issue 11) -----------------------
+
+_UNDER_FLOOR = MIB - 1024  # each member just under the per-entry ratio floor
+
+
+def _zip_of_many_small_bombs(count: int) -> bytes:
+    """``count`` deflated members of ~1 MiB of zeros: 0.6 MB for 600 (SPEC §3 case)."""
+    from .builders import RawMember, deflate, raw_zip
+
+    zeros = bytes(_UNDER_FLOOR)
+    body, crc = deflate(zeros), zlib.crc32(zeros)
+    members = [RawMember(b"SKILL.md", GOOD_SKILL_MD)]
+    members += [
+        RawMember(
+            f"z/{i:04}.bin".encode(), body, method=zipfile.ZIP_DEFLATED, crc=crc, size=_UNDER_FLOOR
+        )
+        for i in range(count)
+    ]
+    return raw_zip(members)
+
+
+def _tgz_of_many_small_bombs(count: int) -> bytes:
+    """The same content as a tar.gz, built from deflate segments cut by full flushes.
+
+    After a full flush a deflate stream refers to nothing before it, so the ~1 KB
+    segment for one member's zeros is compressed once and repeated. The gzip trailer's
+    CRC is left zero: validation stops long before it.
+    """
+
+    def segment(data: bytes) -> bytes:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+    zeros = segment(bytes(_UNDER_FLOOR + (-_UNDER_FLOOR % 512)))
+    parts = [b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"]
+    parts.append(segment(tar_bytes([TarMember("SKILL.md", GOOD_SKILL_MD)])[:-1024]))
+    for i in range(count):
+        parts += [segment(tar_header(f"z/{i:04}.bin", _UNDER_FLOOR)), zeros]
+    parts.append(segment(bytes(1024)) + zlib.compressobj(9, zlib.DEFLATED, -15).flush())
+    return b"".join(parts) + bytes(8)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_many_members_under_the_floor_trip_the_archive_ratio(validate: Validate, fmt: str) -> None:
+    """600 members, each just under 1 MiB: refused after about 1 MiB, not 506 MiB."""
+    build = _zip_of_many_small_bombs if fmt == "zip" else _tgz_of_many_small_bombs
+    data = build(600)
+    assert len(data) < MIB
+    out = validate(data)
+    assert out.errors == {"COMPRESSION_RATIO"}, out.report.violations
+    assert "as a whole" in out.report.violations[-1].message or fmt == "tar.gz"
+    # Writing stopped the moment the archive as a whole passed 200:1 past 1 MiB.
+    assert disk_usage(out.dest) < 2 * MIB
+    assert out.report.unpacked_bytes < 2 * MIB
+
+
+def test_archive_ratio_is_not_judged_under_the_floor(validate: Validate) -> None:
+    # Two members of ~512 KiB of zeros: 1000:1 each, but 1 MiB in all is not judged.
+    out = validate(
+        zip_of({"SKILL.md": GOOD_SKILL_MD, "a": bytes(500 * 1024), "b": bytes(500 * 1024)})
+    )
+    assert out.report.valid, out.report.violations
+
+
+def test_archive_ratio_counts_compressed_bytes_of_every_member(validate: Validate) -> None:
+    # 1.5 MiB of zeros beside 40 KiB of incompressible data: the archive as a whole stays
+    # under 200:1, so it is accepted although the zeros alone would not be.
+    noise = random.Random(11).randbytes(40 * 1024)
+    files = {"SKILL.md": GOOD_SKILL_MD, "noise": noise}
+    files |= {f"z{i}": bytes(512 * 1024) for i in range(3)}
+    out = validate(zip_of(files))
+    assert out.report.valid, out.report.violations
+
+
+def _dir_members(count: int) -> list[TarMember]:
+    return [TarMember(f"d{i:05}", type=tarfile.DIRTYPE, mode=0o755) for i in range(count)]
+
+
+def test_directory_entries_count_and_cost_no_mkdir(validate: Validate) -> None:
+    """20,100 directory entries in a 95 KB tar.gz: TOO_MANY_FILES at entry 10,001."""
+    data = gz(tar_bytes(_dir_members(20_100)))
+    assert len(data) < 200_000
+    out = validate(data)
+    assert out.errors == {"TOO_MANY_FILES"}
+    assert out.report.violations[-1].path == "d10000"
+    # Directory entries are only created once the archive has been read whole.
+    assert list(out.dest.iterdir()) == []
+
+
+def test_zip_directory_entries_count_from_the_central_directory(validate: Validate) -> None:
+    members = [ZipMember("SKILL.md", GOOD_SKILL_MD)]
+    members += [ZipMember(f"d{i}/", mode=stat.S_IFDIR | 0o755) for i in range(300)]
+    out = validate(zip_bytes(members), Limits(max_files=300))
+    assert out.errors == {"TOO_MANY_FILES"}
+    assert out.report.file_count == 0
+    assert validate(zip_bytes(members), Limits(max_files=301)).report.valid
+
+
+def test_empty_directories_are_still_created(validate: Validate) -> None:
+    members = [TarMember("SKILL.md", GOOD_SKILL_MD), TarMember("assets", type=tarfile.DIRTYPE)]
+    members += [TarMember("refs/a/b", type=tarfile.DIRTYPE), TarMember("refs/x.md", b"x")]
+    out = validate(tar_bytes(members))
+    assert out.report.valid, out.report.violations
+    assert (out.dest / "assets").is_dir() and (out.dest / "refs/a/b").is_dir()
+    assert oct((out.dest / "refs/a/b").stat().st_mode & 0o777) == "0o755"

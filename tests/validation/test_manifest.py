@@ -75,12 +75,48 @@ CASES = [
     case("yaml-empty", skill_md(""), "BAD_FRONTMATTER"),
     # The front matter ends at the first fence: the description is body text.
     case("second-fence", skill_md(OK_NAME + "---\n" + OK_DESC), "DESCRIPTION_INVALID"),
-    case("non-string-key", skill_md(OK_NAME + OK_DESC + "1: x\n"), "BAD_FRONTMATTER"),
+    case("complex-key", skill_md(OK_NAME + OK_DESC + "? [a, b]\n: x\n"), "BAD_FRONTMATTER"),
     case(
         "python-tag", skill_md("x: !!python/object/apply:os.system ['true']\n"), "BAD_FRONTMATTER"
     ),
-    case("bad-timestamp", with_fields(when="2024-13-45"), "BAD_FRONTMATTER"),
-    case("huge-int", with_fields(n="9" * 5000), "BAD_FRONTMATTER"),
+    case("explicit-int-tag", with_fields(description="!!int 5"), "BAD_FRONTMATTER"),
+    case("explicit-custom-tag", with_fields(description="!thing x"), "BAD_FRONTMATTER"),
+    case("second-document", skill_md(OK_NAME + OK_DESC + "...\nx: y\n"), "BAD_FRONTMATTER"),
+    # A key given twice: a last-wins reader and a first-wins reader would disagree.
+    case("duplicate-name", skill_md(OK_NAME + "name: hostile-b\n" + OK_DESC), "BAD_FRONTMATTER"),
+    case(
+        "duplicate-metadata-key",
+        with_fields(metadata="\n  author: a\n  author: b"),
+        "BAD_FRONTMATTER",
+    ),
+    # Control characters (tab and newline aside), however they are spelled.
+    case("nul-escape", with_fields(description='"a\\0b"'), "BAD_FRONTMATTER"),
+    case("bell-escape", with_fields(description='"a\\ab"'), "BAD_FRONTMATTER"),
+    case("cr-escape", with_fields(description='"a\\rb"'), "BAD_FRONTMATTER"),
+    case("nel-escape", with_fields(description='"a\\Nb"'), "BAD_FRONTMATTER"),
+    case("esc-in-key", skill_md(OK_NAME + OK_DESC + '"x\\ey": z\n'), "BAD_FRONTMATTER"),
+    case("nul-in-metadata", with_fields(metadata='{a: "\\0"}'), "BAD_FRONTMATTER"),
+    case("raw-control-char", with_fields(description="a\x07b"), "BAD_FRONTMATTER"),
+    case("tab-and-newline-are-fine", with_fields(description='"a\\tb\\nc"')),
+    case("alias", skill_md("x: &x pdf-tools\nname: *x\n" + OK_DESC), "BAD_FRONTMATTER"),
+    case(
+        "manifest-json-duplicate-key",
+        b"# body only\n",
+        "BAD_FRONTMATTER",
+        extra={"manifest.json": b'{"name": "pdf-tools", "name": "x", "description": "d"}'},
+    ),
+    case(
+        "manifest-json-nul",
+        b"# body only\n",
+        "BAD_FRONTMATTER",
+        extra={"manifest.json": b'{"name": "pdf-tools", "description": "a\\u0000b"}'},
+    ),
+    case(
+        "manifest-json-lone-surrogate",
+        b"# body only\n",
+        "BAD_FRONTMATTER",
+        extra={"manifest.json": b'{"name": "pdf-tools", "description": "\\ud800"}'},
+    ),
     case("deep-nesting", with_fields(x="[" * 40 + "]" * 40), "BAD_FRONTMATTER"),
     case("deep-nesting-unclosed", with_fields(x="[" * 100_000), "BAD_FRONTMATTER"),
     case(
@@ -90,10 +126,10 @@ CASES = [
         ),
         "BAD_FRONTMATTER",
     ),
-    case("metadata-int-value", with_fields(metadata="{a: 1}"), "BAD_FRONTMATTER"),
+    case("metadata-block-nested", with_fields(metadata="\n  a:\n    b: c"), "BAD_FRONTMATTER"),
     case("metadata-list", with_fields(metadata="[a, b]"), "BAD_FRONTMATTER"),
     case("metadata-nested", with_fields(metadata="{a: {b: c}}"), "BAD_FRONTMATTER"),
-    case("allowed-tools-ints", with_fields(**{"allowed-tools": "[1, 2]"}), "BAD_FRONTMATTER"),
+    case("allowed-tools-nested", with_fields(**{"allowed-tools": "[[a]]"}), "BAD_FRONTMATTER"),
     case("allowed-tools-map", with_fields(**{"allowed-tools": "{a: b}"}), "BAD_FRONTMATTER"),
     case("compatibility-501", with_fields(compatibility="c" * 501), "BAD_FRONTMATTER"),
     case("license-list", with_fields(license="[MIT]"), "BAD_FRONTMATTER"),
@@ -143,7 +179,7 @@ CASES = [
     ),
     # --- name -------------------------------------------------------------------------
     case("name-missing", without("name"), "NAME_INVALID"),
-    case("name-null", with_fields(name="null"), "NAME_INVALID"),
+    case("name-null-is-text", with_fields(name="null"), "NAME_MISMATCH", expected_name="pdf"),
     case("name-empty", with_fields(name='""'), "NAME_INVALID"),
     case("name-leading-dash", with_fields(name="-pdf"), "NAME_INVALID"),
     case("name-trailing-dash", with_fields(name="pdf-"), "NAME_INVALID"),
@@ -151,7 +187,8 @@ CASES = [
     case("name-upper", with_fields(name="PDF-tools"), "NAME_INVALID"),
     case("name-underscore", with_fields(name="pdf_tools"), "NAME_INVALID"),
     case("name-65", with_fields(name="n" * 65), "NAME_INVALID"),
-    case("name-int", with_fields(name="123"), "NAME_INVALID"),
+    case("name-digits", with_fields(name="123"), expected_name="123"),
+    case("name-bool-like", with_fields(name="yes"), "NAME_MISMATCH", expected_name="pdf"),
     case("name-mismatch", with_fields(), "NAME_MISMATCH", expected_name="other-skill"),
     # --- description ------------------------------------------------------------------
     case("description-missing", without("description"), "DESCRIPTION_INVALID"),
@@ -167,11 +204,20 @@ CASES = [
     case("version-two-parts", with_fields(version='"1.2"'), "VERSION_INVALID"),
     case("version-empty", with_fields(version='""'), "VERSION_INVALID"),
     case(
-        "version-and-metadata-disagree",
-        with_fields(version="1.2.3", metadata='{version: "1.2.4"}'),
+        "version-1.0-with-request",
+        with_fields(version="1.0"),
         "VERSION_INVALID",
+        expected_version="1.0.0",
     ),
-    case("metadata-version-invalid", with_fields(metadata="{version: latest}"), "VERSION_INVALID"),
+    # metadata.version is free-form metadata: never an error.
+    case("version-beats-metadata", with_fields(version="1.2.3", metadata='{version: "1.2.4"}')),
+    case("metadata-version-not-semver", with_fields(metadata="{version: latest}")),
+    case("metadata-version-1.0", with_fields(metadata='{version: "1.0"}')),
+    case(
+        "metadata-version-1.0-request",
+        with_fields(metadata="{version: 1.0}"),
+        expected_version="1.0.0",
+    ),
     case("expected-version-invalid", with_fields(), "VERSION_INVALID", expected_version="banana"),
     case(
         "version-mismatch",
@@ -179,10 +225,10 @@ CASES = [
         "VERSION_MISMATCH",
         expected_version="1.2.4",
     ),
+    # The request's version wins over metadata.version.
     case(
-        "metadata-version-mismatch",
+        "metadata-version-differs",
         with_fields(metadata='{version: "1.2.3"}'),
-        "VERSION_MISMATCH",
         expected_version="2.0.0",
     ),
     case(
@@ -222,11 +268,11 @@ def test_missing_skill_md(validate: Validate, files: dict[str, bytes]) -> None:
     assert out.report.manifest is None
 
 
-def test_float_version_message_says_quote_it(validate: Validate) -> None:
+def test_unquoted_version_is_the_text_written(validate: Validate) -> None:
     out = validate(zip_of({"SKILL.md": with_fields(version="1.10")}))
     (violation,) = out.report.violations
     assert violation.code is Code.VERSION_INVALID
-    assert "1.1" in violation.message and "quote" in violation.message
+    assert "'1.10'" in violation.message and "semantic version" in violation.message
 
 
 def test_manifest_kept_with_field_errors(validate: Validate) -> None:
@@ -259,3 +305,63 @@ def test_billion_laughs_is_not_expanded(validate: Validate) -> None:
         out = validate(zip_of({"SKILL.md": content}))
         assert time.perf_counter() - started < 1, key
         assert not out.report.valid, key
+
+
+def test_every_scalar_is_the_text_written(validate: Validate) -> None:
+    front = (
+        "name: 2048\ndescription: yes\nlicense: null\ncompatibility: 0x1F\n"
+        "allowed-tools: [on, off, 1.0]\nmetadata:\n  version: 1.0\n  when: 2024-13-45\n"
+        "  big: " + "9" * 400 + "\n"
+    )
+    out = validate(zip_of({"SKILL.md": skill_md(front)}), expected_name="2048")
+    assert out.report.valid, out.report.violations
+    manifest = out.report.manifest
+    assert manifest is not None
+    assert (manifest.name, manifest.description, manifest.license) == ("2048", "yes", "null")
+    assert manifest.compatibility == "0x1F"
+    assert manifest.allowed_tools == ("on", "off", "1.0")
+    assert dict(manifest.metadata) == {"version": "1.0", "when": "2024-13-45", "big": "9" * 400}
+
+
+def test_duplicate_key_message_names_key_and_lines(validate: Validate) -> None:
+    content = skill_md("name: other-skill\ndescription: d\nname: hostile-b\n")
+    out = validate(zip_of({"SKILL.md": content}))
+    (violation,) = out.report.violations
+    assert violation.code is Code.BAD_FRONTMATTER
+    # SKILL.md line 1 is the opening '---'.
+    assert "'name'" in violation.message and "lines 2 and 4" in violation.message
+
+
+def test_control_character_message_names_it(validate: Validate) -> None:
+    out = validate(zip_of({"SKILL.md": with_fields(description='"a\\0b"')}))
+    (violation,) = out.report.violations
+    assert violation.code is Code.BAD_FRONTMATTER
+    assert "U+0000" in violation.message and "'description'" in violation.message
+
+
+@pytest.mark.parametrize(
+    ("front", "expected", "version", "warned"),
+    [
+        # The Agent Skills specification's own example.
+        ('metadata:\n  author: example-org\n  version: "1.0"\n', None, "", True),
+        ('metadata:\n  author: example-org\n  version: "1.0"\n', "1.0.0", "1.0.0", False),
+        ('metadata:\n  version: "2.1.0"\n', None, "2.1.0", False),
+        ('metadata:\n  version: "2.1.0"\n', "3.0.0", "3.0.0", False),
+        ('version: "1.2.3"\nmetadata:\n  version: "9.9.9"\n', None, "1.2.3", False),
+        ('version: "1.2.3"\nmetadata:\n  version: "latest"\n', None, "1.2.3", False),
+        ("", None, "", False),
+        ("", "4.5.6", "4.5.6", False),
+    ],
+)
+def test_version_resolution(
+    validate: Validate, front: str, expected: str | None, version: str, warned: bool
+) -> None:
+    content = skill_md(minimal_front_matter() + front)
+    kwargs = {"expected_version": expected} if expected else {}
+    out = validate(zip_of({"SKILL.md": content}), **kwargs)
+    assert out.report.valid, out.report.violations
+    assert out.report.manifest is not None
+    assert out.report.manifest.version == version
+    warnings = [(v.code, v.severity) for v in out.report.violations]
+    assert warnings == ([(Code.VERSION_INVALID, Severity.WARNING)] if warned else [])
+    assert "version" in out.report.manifest.metadata or "metadata" not in front
