@@ -1,7 +1,8 @@
 /**
- * Upload a skill archive, follow its install stage by stage, exit non-zero on failure.
+ * Upload a skill folder (packed deterministically) or archive, follow its install
+ * stage by stage, exit non-zero on failure.
  *
- *     node dist/examples/install.js ARCHIVE --skill ID [--version V] [--create]
+ *     node dist/examples/install.js FOLDER|ARCHIVE --skill ID [--version V] [--create]
  *                                   [--no-activate] [--address HOST:PORT]
  *
  * SKILLSVC_ADDR and SKILLSVC_TOKEN are read when the flags are absent. Exit codes:
@@ -13,7 +14,7 @@ import { parseArgs } from "node:util";
 import { NotFoundError, SkillsvcClient, SkillsvcError, type InstallEvent } from "../src/index";
 
 const USAGE =
-  "usage: install ARCHIVE --skill ID [--version V] [--create] [--no-activate]" +
+  "usage: install FOLDER|ARCHIVE --skill ID [--version V] [--create] [--no-activate]" +
   " [--address HOST:PORT]";
 
 function stageName(event: InstallEvent): string {
@@ -45,8 +46,8 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const { values, positionals } = parsed;
-  const [archive] = positionals;
-  if (archive === undefined || positionals.length !== 1 || values.skill === undefined) {
+  const [source] = positionals;
+  if (source === undefined || positionals.length !== 1 || values.skill === undefined) {
     console.error(USAGE);
     return 2;
   }
@@ -67,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
         console.log(`created skill ${values.skill}`);
       }
     }
-    const operation = await client.installFile(values.skill, archive, {
+    const operation = await client.install(values.skill, source, {
       ...(values.version ? { version: values.version } : {}),
       ...(values["no-activate"] ? { activate: false } : {}),
     });
@@ -83,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
       return 1;
     }
     if (error instanceof Error && "code" in error && typeof error.code === "string") {
-      console.error(`install failed: ${error.message}`); // e.g. ENOENT for the archive
+      console.error(`install failed: ${error.message}`); // e.g. ENOENT for the source
       return 1;
     }
     throw error;

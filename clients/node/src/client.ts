@@ -11,13 +11,16 @@
  */
 
 import { createHash, randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
 import { once } from "node:events";
+import { createReadStream } from "node:fs";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
 
 import * as grpc from "@grpc/grpc-js";
 
 import { ErrorDecoder, SkillsvcError } from "./errors";
+import { packFolder } from "./pack";
 import { defaultProtoDirs, loadContract } from "./proto";
 import {
   TERMINAL_STAGES,
@@ -110,9 +113,9 @@ interface RawStub extends grpc.Client {
 }
 
 /** SHA-256 (hex) of a file, read in 1 MiB pieces. */
-export async function sha256File(path: string): Promise<string> {
+export async function sha256File(file: string): Promise<string> {
   const hash = createHash("sha256");
-  for await (const piece of createReadStream(path, { highWaterMark: CHUNK_BYTES })) {
+  for await (const piece of createReadStream(file, { highWaterMark: CHUNK_BYTES })) {
     hash.update(piece as Buffer);
   }
   return hash.digest("hex");
@@ -228,20 +231,21 @@ export class SkillsvcClient {
   }
 
   /**
-   * Upload the archive at `path` into `skillId` and return the accepted operation
+   * Upload the archive file `archive` into `skillId` and return the accepted operation
    * (the install goes on in the background: follow it with `progress` or `wait`).
    * The file is hashed first, then streamed in 1 MiB chunks; the server checks
    * the digest.
    */
   async installFile(
     skillId: string,
-    path: string,
+    archive: string,
     options: InstallOptions = {},
   ): Promise<Operation> {
-    const [info, sha256] = await Promise.all([stat(path), sha256File(path)]);
+    const info = await stat(archive);
     if (!info.isFile()) {
-      throw new Error(`${path} is not a file`);
+      throw new Error(`${archive} is not a file`);
     }
+    const sha256 = await sha256File(archive);
     const spec = {
       skill_id: skillId,
       version: options.version ?? "",
@@ -267,7 +271,7 @@ export class SkillsvcClient {
     // writing then, and report its status, not a write error.
     const upload = (async (): Promise<void> => {
       await write(stream, { spec });
-      for await (const piece of createReadStream(path, { highWaterMark: CHUNK_BYTES })) {
+      for await (const piece of createReadStream(archive, { highWaterMark: CHUNK_BYTES })) {
         if (settled) {
           return;
         }
@@ -282,14 +286,31 @@ export class SkillsvcClient {
     return result;
   }
 
-  /** Upload and follow an install; resolves with the `DONE` event. */
+  /**
+   * Install a skill folder (packed deterministically, see `packFolder`, into a
+   * temporary archive that is removed afterwards) or an archive file.
+   */
+  async install(skillId: string, source: string, options: InstallOptions = {}): Promise<Operation> {
+    if (!(await stat(source)).isDirectory()) {
+      return this.installFile(skillId, source, options);
+    }
+    const scratch = await mkdtemp(path.join(tmpdir(), "skillsvc-pack-"));
+    try {
+      const packed = await packFolder(source, path.join(scratch, "skill.tar.gz"));
+      return await this.installFile(skillId, packed.path, options);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /** `install` a folder or an archive and follow it; resolves with the `DONE` event. */
   async installAndWait(
     skillId: string,
-    path: string,
+    source: string,
     options: InstallOptions = {},
     onEvent?: (event: InstallEvent) => void,
   ): Promise<InstallEvent> {
-    const operation = await this.installFile(skillId, path, options);
+    const operation = await this.install(skillId, source, options);
     return this.wait(operation.operation_id, onEvent);
   }
 

@@ -10,5 +10,6 @@ export {
   type InstallOptions,
 } from "./client";
 export * from "./errors";
+export { EXCLUDED_NAMES, packFolder, type Packed } from "./pack";
 export { defaultProtoDirs, loadContract } from "./proto";
 export * from "./types";

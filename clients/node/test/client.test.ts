@@ -8,7 +8,17 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -21,6 +31,8 @@ import {
   SkillsvcClient,
   UnauthenticatedError,
   UnavailableError,
+  packFolder,
+  sha256File,
   tlsCredentials,
   type InstallEvent,
 } from "../src/index";
@@ -131,6 +143,51 @@ describe("installs", () => {
     );
   });
 
+  test("a folder packs to the same sha256 every time; the second install is a no-op", async () => {
+    await client.createDefinition({ skill_id: "node-folder" });
+    const folder = path.join(server.dir, "node-folder");
+    await mkdir(path.join(folder, "scripts"), { recursive: true });
+    await mkdir(path.join(folder, ".git"));
+    await mkdir(path.join(folder, "__pycache__"));
+    await writeFile(
+      path.join(folder, "SKILL.md"),
+      '---\nname: node-folder\ndescription: from a folder\nversion: "1.0.0"\n---\n',
+    );
+    await writeFile(path.join(folder, "scripts", "run.sh"), "#!/bin/sh\necho hi\n");
+    await chmod(path.join(folder, "scripts", "run.sh"), 0o750);
+    await writeFile(path.join(folder, ".git", "config"), "[core]\n");
+    await writeFile(path.join(folder, "__pycache__", "x.cpython-311.pyc"), "junk");
+    await writeFile(path.join(folder, ".DS_Store"), "junk");
+
+    const first = await packFolder(folder, path.join(server.dir, "first.tgz"));
+    assert.deepEqual(first.files, ["SKILL.md", "scripts/run.sh"]);
+    // Touching every file (new times) changes nothing in the archive.
+    const later = new Date(Date.now() + 3_600_000);
+    await utimes(path.join(folder, "SKILL.md"), later, later);
+    await utimes(path.join(folder, "scripts", "run.sh"), later, later);
+    const second = await packFolder(folder, path.join(server.dir, "second.tgz"));
+    const digest = await sha256File(first.path);
+    assert.equal(await sha256File(second.path), digest);
+
+    const events: InstallEvent[][] = [[], []];
+    await client.installAndWait("node-folder", folder, {}, (e) => events[0]?.push(e));
+    const repeat = await client.installAndWait("node-folder", folder, {}, (e) =>
+      events[1]?.push(e),
+    );
+    assert.equal(repeat.stage, "INSTALL_STAGE_DONE");
+    const packages = await client.listPackages("node-folder");
+    assert.deepEqual(
+      packages.map((p) => [p.version, p.sha256, p.state]),
+      [["1.0.0", digest, "PACKAGE_STATE_READY"]],
+    );
+    const operations = await client.listOperations("node-folder");
+    assert.equal(operations.length, 2);
+    assert.ok(operations.every((o) => o.state === "OPERATION_STATE_SUCCEEDED"));
+    // Only the exec bit travels: the installed script is executable.
+    const installed = await stat(path.join(packages[0]?.path ?? "", "scripts", "run.sh"));
+    assert.notEqual(installed.mode & 0o100, 0);
+  });
+
   test("an archive bigger than one chunk streams in 1 MiB chunks", async () => {
     await client.createDefinition({ skill_id: "node-big" });
     // Random bytes do not compress: the archive is about 2.5 MiB, three chunks.
@@ -217,20 +274,35 @@ function runExample(...args: string[]): Promise<Ran> {
   return runNode(path.join(__dirname, "..", "examples", "install.js"), args);
 }
 
+function assertExampleOutput(ran: Ran, skill: string, version: string): void {
+  assert.equal(ran.code, 0, ran.err);
+  const lines = ran.out.trim().split("\n");
+  assert.equal(lines[0], `created skill ${skill}`);
+  assert.match(lines[1] ?? "", /^operation [0-9a-f-]{36}$/);
+  // One line per event (from the stage the install had reached when the watch began).
+  const stages = lines.slice(2, -1).map((l) => l.split(" ")[0]);
+  assert.ok(stages.length > 0, ran.out);
+  assert.ok(stages.every((s) => STAGE_NAMES.has(`INSTALL_STAGE_${s ?? ""}`)), ran.out);
+  assert.equal(stages.at(-1), "DONE", ran.out);
+  assert.ok((lines.at(-1) ?? "").startsWith(`installed ${skill} ${version} sha256 `), ran.out);
+}
+
 describe("the example script", () => {
   test("uploads an archive, prints each stage and exits 0", async () => {
     const file = await server.file("example.tgz", skillArchive("node-example", "2.0.0"));
     const ran = await runExample(file, "--skill", "node-example", "--create");
-    assert.equal(ran.code, 0, ran.err);
-    const lines = ran.out.trim().split("\n");
-    assert.equal(lines[0], "created skill node-example");
-    assert.match(lines[1] ?? "", /^operation [0-9a-f-]{36}$/);
-    // One line per event (from the stage the install had reached when the watch began).
-    const stages = lines.slice(2, -1).map((l) => l.split(" ")[0]);
-    assert.ok(stages.length > 0, ran.out);
-    assert.ok(stages.every((s) => STAGE_NAMES.has(`INSTALL_STAGE_${s ?? ""}`)), ran.out);
-    assert.equal(stages.at(-1), "DONE", ran.out);
-    assert.match(lines.at(-1) ?? "", /^installed node-example 2\.0\.0 sha256 [0-9a-f]{64}/);
+    assertExampleOutput(ran, "node-example", "2.0.0");
+  });
+
+  test("packs and uploads a folder", async () => {
+    const folder = path.join(server.dir, "example-folder");
+    await mkdir(folder);
+    await writeFile(
+      path.join(folder, "SKILL.md"),
+      '---\nname: node-example-folder\ndescription: d\nversion: "3.0.0"\n---\n',
+    );
+    const ran = await runExample(folder, "--skill", "node-example-folder", "--create");
+    assertExampleOutput(ran, "node-example-folder", "3.0.0");
   });
 
   test("exits 1 naming the violation when the install fails", async () => {
@@ -246,7 +318,7 @@ describe("the example script", () => {
   test("exits 2 on bad usage", async () => {
     const ran = await runExample("--skill", "x");
     assert.equal(ran.code, 2);
-    assert.match(ran.err, /usage: install ARCHIVE/);
+    assert.match(ran.err, /usage: install FOLDER\|ARCHIVE/);
   });
 });
 
@@ -270,7 +342,11 @@ describe("the README", () => {
     const dir = path.join(server.dir, "readme");
     await mkdir(dir);
     await writeFile(path.join(dir, "example.js"), script);
-    await writeFile(path.join(dir, "pdf-tools.tgz"), skillArchive("pdf-tools", "1.0.0"));
+    await mkdir(path.join(dir, "pdf-tools"));
+    await writeFile(
+      path.join(dir, "pdf-tools", "SKILL.md"),
+      '---\nname: pdf-tools\ndescription: PDF text and tables\nversion: "1.0.0"\n---\n',
+    );
     const ran = await runNode(path.join(dir, "example.js"), [], dir);
     assert.equal(ran.code, 0, ran.err);
     const stages = ran.out.trim().split("\n").map((line) => line.split(" ")[0]);
@@ -360,5 +436,35 @@ describe("tokens and mutual TLS", () => {
       anonymous.close();
       noCertificate.close();
     }
+  });
+});
+
+describe("the README's example command", () => {
+  test("runs as written from a checkout", async () => {
+    const readme = await readFile(path.join(REPO_ROOT, "README.md"), "utf8");
+    const lines = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)]
+      .flatMap((m) => (m[1] ?? "").split("\n"))
+      .filter((line) => line.includes("dist/examples/install.js"));
+    assert.equal(lines.length, 1);
+    // A directory that looks like the checkout's root: clients/ and a skill folder.
+    const dir = path.join(server.dir, "checkout");
+    await mkdir(path.join(dir, "pdf-tools"), { recursive: true });
+    await symlink(path.join(REPO_ROOT, "clients"), path.join(dir, "clients"));
+    await writeFile(
+      path.join(dir, "pdf-tools", "SKILL.md"),
+      '---\nname: pdf-tools\ndescription: PDF text and tables\nversion: "1.1.0"\n---\n',
+    );
+    const child = spawn("sh", ["-c", lines[0] ?? ""], {
+      cwd: dir,
+      env: { ...process.env, SKILLSVC_ADDR: server.address },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (piece: Buffer) => (out += piece.toString()));
+    child.stderr.on("data", (piece: Buffer) => (err += piece.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+    assert.equal(code, 0, err);
+    assert.ok(out.trim().split("\n").at(-1)?.startsWith("installed pdf-tools 1.1.0 sha256 "), out);
   });
 });
