@@ -1,9 +1,11 @@
 """The ``skillsvc`` command: parse arguments and settings, then call into the service.
 
-skillsvc serve      run the gRPC service (the default configuration needs nothing)
+skillsvc serve      run the gRPC service (the default configuration needs nothing);
+                    with SKILLSVC_WORKERS > 1 a supervisor of worker processes
 skillsvc migrate    apply pending database migrations and exit
 skillsvc config     print the configuration variables as a Markdown table
 skillsvc token      mint a bearer token from SKILLSVC_JWT_SECRET (development, tests)
+skillsvc healthcheck  exit 0 when the running service is SERVING (container checks)
 skillsvc fsck       check packages against their recorded digests (--repair)
 skillsvc gc         remove what failures and crashes left (--older-than, --dry-run)
 skillsvc backup DIR / restore DIR   the database and the store, together
@@ -24,6 +26,7 @@ from skillsvc import __version__, runbook
 from skillsvc.auth import add_token_parser, token_command
 from skillsvc.config import ConfigError, Settings, config_table
 from skillsvc.errors import SkillsvcError
+from skillsvc.healthcheck import add_healthcheck_parser, healthcheck_command
 
 logger = logging.getLogger("skillsvc")
 
@@ -63,6 +66,7 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_keys)  # key rotation (SPEC §7)
     try:
         await app.start()
     except SkillsvcError as exc:
@@ -76,14 +80,14 @@ async def _serve(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from skillsvc.db import migrate
+    from skillsvc.db import migrate, schema_version
     from skillsvc.server import open_database
 
     db, embedded = await open_database(settings)
     try:
         async with db.pool.acquire() as conn:
             await migrate(conn)
-            version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+            version = await schema_version(conn)
         print(f"database schema at version {version}")
     finally:
         await db.close()
@@ -104,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("config", help="print the configuration variables")
     runbook.add_commands(commands)
     add_token_parser(commands)
+    add_healthcheck_parser(commands)
     return parser
 
 
@@ -120,15 +125,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "token":
         return token_command(settings, args)
+    if args.command == "healthcheck":
+        return healthcheck_command(settings, args)
     _configure_logging(settings.log_level)
     try:
         if args.command in runbook.RUNNERS:
             return asyncio.run(runbook.run(settings, args))
+        if args.command == "serve" and settings.workers > 1:
+            from skillsvc.supervisor import supervise
+
+            return asyncio.run(supervise(settings, os.environ))
         runner = {"serve": _serve, "migrate": _migrate}[args.command]
         return asyncio.run(runner(settings))
     except SkillsvcError as exc:
         print(f"skillsvc: {exc.message}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # a key or certificate file the server could not use
+        print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 Metric objects are process-wide by Prometheus convention; they hold numbers, not
 connections, so several servers in one process (tests) simply share them.
+
+Under ``serve``'s supervisor every worker process writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when this
+module is first imported) and the supervisor's one endpoint adds them up. Counters and
+histograms are summed; each gauge says how its workers' values combine.
 """
 
 from __future__ import annotations
@@ -34,10 +39,14 @@ INSTALL_DURATION: Final = Histogram(
 STORAGE_BYTES: Final = Gauge(
     "skill_storage_bytes",
     "Bytes held in the file store: extracted packages and original archives.",
+    # Every worker of a host measures the same shared store: the largest live view.
+    multiprocess_mode="livemax",
 )
 HEALTHY: Final = Gauge(
     "skillsvc_healthy",
     "1 while the database and the store answer the health probe, else 0.",
+    # 0 as soon as one live worker's probe fails.
+    multiprocess_mode="livemin",
 )
 
 # The store's filesystem, so an alert fires before installs fail with STORE_FULL
@@ -45,8 +54,11 @@ HEALTHY: Final = Gauge(
 STORE_FREE_BYTES: Final = Gauge(
     "skill_store_free_bytes",
     "Bytes free for the service on the file store's filesystem.",
+    # Workers probe the same filesystem in turn: the latest reading of a live one.
+    multiprocess_mode="livemostrecent",
 )
 STORE_TOTAL_BYTES: Final = Gauge(
     "skill_store_total_bytes",
     "Size in bytes of the file store's filesystem.",
+    multiprocess_mode="livemax",
 )

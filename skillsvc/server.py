@@ -26,8 +26,8 @@ from skillsvc.api import (
     SkillService,
     TracingInterceptor,
 )
-from skillsvc.auth import build_authenticator
-from skillsvc.config import Settings
+from skillsvc.auth import Authenticator, JwtAuthentication, build_authenticator, load_key_set
+from skillsvc.config import ConfigError, Settings
 from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.installs import Installer, InstallerSettings
@@ -39,7 +39,7 @@ from skillsvc.intake import UrlPolicy
 from skillsvc.loops import run_forever
 from skillsvc.metrics import HEALTHY, STORE_FREE_BYTES, STORE_TOTAL_BYTES
 from skillsvc.store import Store
-from skillsvc.tls import load_server_tls, server_credentials
+from skillsvc.tls import ServerTls, load_server_tls, server_credentials
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
 from skillsvc.validation import Limits
 
@@ -47,11 +47,61 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = skill_service_pb2.DESCRIPTOR.services_by_name["SkillService"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+LIVENESS_SERVICE_NAME = "liveness"
+"""A health service name that is SERVING from start-up until shutdown begins, whatever
+the database does: for liveness probes, which must not restart a process because its
+database is away (readiness, service "", follows the database and the store)."""
 # Callable without a token (SPEC §7): probes and grpcurl's discovery.
 PUBLIC_SERVICES = frozenset({HEALTH_SERVICE_NAME, reflection.SERVICE_NAME})
 
-# Larger than gRPC's 4 MiB default so clients may send 4 MiB chunks plus framing.
-MAX_MESSAGE_BYTES = 5 * 1024 * 1024
+
+@dataclass(frozen=True)
+class Security:
+    """Authentication and TLS, built once from the settings by the composition root."""
+
+    authenticator: Authenticator
+    """Verifies callers (its keys are re-read on SIGHUP)."""
+    tls: ServerTls | None
+    """The TLS material of the gRPC port; None for plaintext."""
+
+
+def build_security(settings: Settings) -> Security:
+    """Read the key and certificate files; ConfigError naming the variable if unusable."""
+    return Security(authenticator=build_authenticator(settings), tls=load_server_tls(settings))
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC core channel arguments of the server (README, "Operations").
+
+    Message size, streams per connection, keepalive in both directions and the
+    connection age that makes clients behind an L4 balancer reconnect (and so spread
+    over new replicas) all come from the settings.
+    """
+    ms = 1000
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * ms)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * ms)),
+        # Enforcement of the clients' pings: allowed on idle connections, no more often
+        # than the minimum interval; a client that pings faster is sent GOAWAY.
+        ("grpc.keepalive_permit_without_calls", 1),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.keepalive_min_ping_seconds * ms),
+        ),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    if settings.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * ms)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * ms),
+            ),
+        ]
+    return options
 
 
 async def open_database(
@@ -100,6 +150,8 @@ class App:
     """The LISTEN connection feeding the hub."""
     port: int
     """The bound gRPC port (useful with port 0)."""
+    authenticator: Authenticator
+    """Verifies callers; :meth:`reload_keys` swaps its keys."""
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _metrics_server: Any = None
     _healthy: bool | None = None
@@ -115,6 +167,7 @@ class App:
         await self.listener.start()
         await self.installer.start()
         await self.server.start()
+        await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.check_health()
         self._tasks.append(
             asyncio.create_task(
@@ -130,6 +183,25 @@ class App:
         if self.settings.metrics_addr:
             self._metrics_server = _start_metrics(self.settings.metrics_addr)
         logger.info("skillsvc serving on %s", self.address)
+
+    def reload_keys(self) -> bool:
+        """Re-read the JWT key files (SIGHUP); on any error keep the keys in use.
+
+        Tokens signed with a key still in the new set keep working, tokens of a new key
+        are accepted from the next call on. Returns whether new keys were loaded.
+        """
+        if not isinstance(self.authenticator, JwtAuthentication):
+            logger.info("SIGHUP: no keys to reload (SKILLSVC_AUTH=%s)", self.settings.auth)
+            return False
+        try:
+            keys = load_key_set(self.settings)
+        except ConfigError as exc:
+            # The message names the variable and the line or kid, never key material.
+            logger.error("SIGHUP: keeping the current JWT keys: %s", exc)  # noqa: TRY400
+            return False
+        self.authenticator.replace_keys(keys)
+        logger.info("SIGHUP: JWT keys reloaded: %s", keys.describe())
+        return True
 
     async def check_health(self) -> bool:
         """Probe the database and the store once and publish the result.
@@ -274,15 +346,21 @@ def installer_settings(settings: Settings) -> InstallerSettings:
     )
 
 
-async def build_server(settings: Settings) -> App:
-    """Build (but do not start) the whole service from ``settings``."""
-    # Security settings first: a bad key or certificate stops before anything starts.
-    authenticator = build_authenticator(settings)
-    tls = load_server_tls(settings)
+async def build_server(
+    settings: Settings, *, run_migrations: bool = True, reuse_port: bool = False
+) -> App:
+    """Build (but do not start) the whole service from ``settings``.
+
+    A worker of ``serve``'s supervisor passes ``run_migrations=False`` (the supervisor
+    migrated once) and ``reuse_port=True`` (its siblings bind the same address).
+    """
+    # Security first: a bad key or certificate stops before anything starts.
+    security = build_security(settings)
+    tls = security.tls
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.store_root)
     await asyncio.to_thread(store.init)
-    db, embedded = await open_database(settings)
+    db, embedded = await open_database(settings, run_migrations=run_migrations)
     try:
         definitions = Definitions(db, max_skills_per_tenant=settings.max_skills_per_tenant)
         hub = ProgressHub()
@@ -297,11 +375,11 @@ async def build_server(settings: Settings) -> App:
                 TracingInterceptor(),
                 MetricsInterceptor(),
                 ErrorInterceptor(),
-                AuthInterceptor(authenticator, PUBLIC_SERVICES),
+                AuthInterceptor(security.authenticator, PUBLIC_SERVICES),
             ],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                *server_options(settings),
+                *([("grpc.so_reuseport", 1)] if reuse_port else []),
             ],
         )
         skill_service_pb2_grpc.add_SkillServiceServicer_to_server(
@@ -345,4 +423,5 @@ async def build_server(settings: Settings) -> App:
         installer=installer,
         hub=hub,
         listener=listener,
+        authenticator=security.authenticator,
     )

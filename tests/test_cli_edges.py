@@ -52,6 +52,10 @@ def assert_one_line_exit_2(ran: Ran, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
+# One process, and the supervisor of worker processes (the default on several CPUs).
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"], ids=["single", "supervisor"])
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     """A loopback port some other program listens on (no SO_REUSEPORT)."""
@@ -61,11 +65,13 @@ def taken_port() -> Iterator[int]:
         yield int(holder.getsockname()[1])
 
 
+@WORKERS
 async def test_serve_on_a_port_in_use_is_one_line_and_exit_2(
-    taken_port: int, db_url: str, tmp_path: Path
+    workers: str, taken_port: int, db_url: str, tmp_path: Path
 ) -> None:
     ran = await skillsvc(
         "serve",
+        SKILLSVC_WORKERS=workers,
         SKILLSVC_DATABASE_URL=db_url,
         SKILLSVC_DATA_DIR=str(tmp_path / "data"),
         SKILLSVC_LISTEN_ADDR=f"127.0.0.1:{taken_port}",
@@ -73,15 +79,17 @@ async def test_serve_on_a_port_in_use_is_one_line_and_exit_2(
     assert_one_line_exit_2(ran, f"127.0.0.1:{taken_port}", "SKILLSVC_LISTEN_ADDR", "in use")
 
 
+@WORKERS
 async def test_second_serve_on_the_same_port_refuses_instead_of_sharing_it(
-    serve, db_url: str, tmp_path: Path
+    workers: str, serve, db_url: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     # gRPC binds with SO_REUSEPORT: without the check a second server would silently
     # take half of the first one's connections.
-    first = await serve(SKILLSVC_DATABASE_URL=db_url)
+    first = await serve(SKILLSVC_DATABASE_URL=db_url, SKILLSVC_WORKERS="1")
     await first.wait_serving()
     ran = await skillsvc(
         "serve",
+        SKILLSVC_WORKERS=workers,
         SKILLSVC_DATABASE_URL=db_url,
         SKILLSVC_DATA_DIR=str(tmp_path / "second"),
         SKILLSVC_LISTEN_ADDR=first.address,
@@ -91,11 +99,13 @@ async def test_second_serve_on_the_same_port_refuses_instead_of_sharing_it(
     assert await first.terminate() == 0
 
 
+@WORKERS
 async def test_serve_with_the_metrics_port_in_use_is_one_line_and_exit_2(
-    taken_port: int, db_url: str, tmp_path: Path
+    workers: str, taken_port: int, db_url: str, tmp_path: Path
 ) -> None:
     ran = await skillsvc(
         "serve",
+        SKILLSVC_WORKERS=workers,
         SKILLSVC_DATABASE_URL=db_url,
         SKILLSVC_DATA_DIR=str(tmp_path / "data"),
         SKILLSVC_LISTEN_ADDR=f"127.0.0.1:{free_port()}",
@@ -104,12 +114,15 @@ async def test_serve_with_the_metrics_port_in_use_is_one_line_and_exit_2(
     assert_one_line_exit_2(ran, "SKILLSVC_METRICS_ADDR", "in use")
 
 
+@WORKERS
 async def test_serve_with_an_unreachable_database_is_one_line_without_the_password(
+    workers: str,
     tmp_path: Path,
 ) -> None:
     url = f"postgresql://skillsvc:hunter2secret@127.0.0.1:{free_port()}/skills"
     ran = await skillsvc(
         "serve",
+        SKILLSVC_WORKERS=workers,
         SKILLSVC_DATABASE_URL=url,
         SKILLSVC_DATA_DIR=str(tmp_path / "data"),
         SKILLSVC_LISTEN_ADDR=f"127.0.0.1:{free_port()}",
@@ -118,14 +131,16 @@ async def test_serve_with_an_unreachable_database_is_one_line_without_the_passwo
     assert "hunter2secret" not in ran.err
 
 
+@WORKERS
 async def test_serve_refused_by_the_database_is_one_line_and_exit_2(
-    pg_server_url: str, tmp_path: Path
+    workers: str, pg_server_url: str, tmp_path: Path
 ) -> None:
     from urllib.parse import urlsplit, urlunsplit
 
     missing = urlunsplit(urlsplit(pg_server_url)._replace(path="/skillsvc_no_such_database"))
     ran = await skillsvc(
         "serve",
+        SKILLSVC_WORKERS=workers,
         SKILLSVC_DATABASE_URL=missing,
         SKILLSVC_DATA_DIR=str(tmp_path / "data"),
         SKILLSVC_LISTEN_ADDR=f"127.0.0.1:{free_port()}",

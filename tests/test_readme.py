@@ -316,7 +316,8 @@ async def test_readme_python_install_example_works(
     from tests.packages import skill_archive
 
     text = (repo_root / "README.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    # The first Python block is the raw-stub example; the Clients section has its own test.
+    code = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
     namespace: dict[str, Any] = {}
     exec(compile(code.replace(README_ADDRESS, app.address), "README.md", "exec"), namespace)
     archive = tmp_path / "pdf-tools.tgz"

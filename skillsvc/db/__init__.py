@@ -7,6 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from skillsvc.db._admin import forget_instances, holds_skills, schema_version, server_major
 from skillsvc.db._embedded import EmbeddedPostgres
 from skillsvc.db._listener import Listener
 from skillsvc.db._migrate import Migration, load_migrations, migrate
@@ -32,9 +33,13 @@ __all__ = [
     "OperationChanges",
     "Repository",
     "connect",
+    "forget_instances",
+    "holds_skills",
     "load_migrations",
     "migrate",
     "redact_url",
+    "schema_version",
+    "server_major",
     "translate_errors",
 ]
 
