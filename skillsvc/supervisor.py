@@ -49,6 +49,7 @@ from typing import Any
 
 from skillsvc import __version__
 from skillsvc.config import ConfigError, Settings
+from skillsvc.errors import SkillsvcError
 
 logger = logging.getLogger("skillsvc.supervisor")
 
@@ -60,6 +61,9 @@ STEADY_SECONDS = 60.0
 """A worker that ran this long before dying restarts after the initial delay again."""
 KILL_MARGIN_SECONDS = 30.0
 """After a stop signal, workers still running this long past the grace period are killed."""
+
+
+_LISTEN_VAR = "SKILLSVC_LISTEN_ADDR"
 
 
 class CannotListen(OSError):
@@ -81,7 +85,7 @@ def reserve_address(listen_addr: str) -> tuple[socket.socket, str]:
             host.strip("[]") or None, int(port_text), type=socket.SOCK_STREAM
         )[0]
     except OSError as exc:
-        raise CannotListen(f"cannot listen on {listen_addr}: {exc}") from exc
+        raise CannotListen(f"cannot listen on {listen_addr} ({_LISTEN_VAR}): {exc}") from exc
     sock = socket.socket(family, kind, proto)
     try:
         if sockaddr[1] != 0:
@@ -95,7 +99,9 @@ def reserve_address(listen_addr: str) -> tuple[socket.socket, str]:
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
-        raise CannotListen(f"cannot listen on {listen_addr}: {exc.strerror or exc}") from exc
+        raise CannotListen(
+            f"cannot listen on {listen_addr} ({_LISTEN_VAR}): {exc.strerror or exc}"
+        ) from exc
     return sock, f"{host}:{sock.getsockname()[1]}"
 
 
@@ -177,8 +183,8 @@ class Supervisor:
                     metrics_server = _serve_metrics(self._settings.metrics_addr, self._metrics_dir)
                 except OSError as exc:
                     print(
-                        f"skillsvc: cannot serve metrics on {self._settings.metrics_addr}: "
-                        f"{exc.strerror or exc}",
+                        f"skillsvc: cannot listen on {self._settings.metrics_addr} "
+                        f"(SKILLSVC_METRICS_ADDR): {exc.strerror or exc}",
                         file=sys.stderr,
                     )
                     return 2
@@ -188,7 +194,13 @@ class Supervisor:
 
                 embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
                 url = embedded.url
-            await _migrate(url)
+            try:
+                await _migrate(url)
+            except SkillsvcError as exc:
+                # Unreachable or refusing database: one line and exit 2, like a bad
+                # setting (the message names the URL without its password).
+                print(f"skillsvc: {exc.message}", file=sys.stderr)
+                return 2
             self._worker_env = {
                 **self._environ,
                 "SKILLSVC_DATABASE_URL": url,
