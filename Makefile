@@ -9,11 +9,13 @@ PYTEST_ARGS ?=
 
 .PHONY: run test check lint typecheck proto proto-check buf pytest bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "skillsvc needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The client distribution (skillctl), tested against the server by the same suite.
+	$(BIN)/python -m pip install --quiet -e ./clients/python
 	touch $(STAMP)
 
 ## run: start the service on 127.0.0.1:50051 with an embedded PostgreSQL
@@ -38,7 +40,7 @@ typecheck: $(STAMP)
 buf: $(STAMP)
 	$(BIN)/buf lint
 
-## proto: regenerate skillsvc/v1 from protos/
+## proto: regenerate skillsvc/v1 and clients/python/skillsvc_client/v1 from protos/
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 

@@ -3,7 +3,8 @@
 ``python -m bench`` (``make bench``; ``--quick`` for a smoke-sized run) starts the real
 service as a child process, ``python -m skillsvc.cli serve`` configured only through
 ``SKILLSVC_*`` variables, on the embedded PostgreSQL in a fresh temporary data dir
-(archive and file limits raised to 110 MiB for scenario 6, metrics off). The client is
+(archive and file limits raised to 110 MiB for scenario 6, metrics off, one worker
+process: ``SKILLSVC_WORKERS=1``, so scenarios 1-7 measure one process). The client is
 one grpc.aio process using the generated stubs; the same client runs each scenario
 and its baseline, interleaved A B A B …, after a warm-up. The database is vacuumed and
 checkpointed before each measured block, and nothing is deleted until the end
@@ -40,6 +41,15 @@ Scenarios (targets from issue 7):
    installing a 100 MiB package (target ≤ +64 MiB). Baseline: RSS at idle.
 7. **Health under load**: health ``Check`` every 20 ms on its own channel while
    scenario 3 runs, vs the same probe at idle just before. Target: p99 ≤ 50 ms.
+
+8. **Workers**: scenario 3's load (50 clients, small installs back to back) on two
+   more servers started for it on the same PostgreSQL, one with ``SKILLSVC_WORKERS=1``
+   and one with ``=2``, each with a fresh store; a warm-up round each, then 2 rounds
+   of 500 installs per server, interleaved 1 2 1 2. Every client has its own channel
+   (``grpc.use_local_subchannel_pool``, so a TCP connection each) so SO_REUSEPORT can
+   spread the clients over the workers; the same client drives both servers. Server
+   CPU is the supervisor's and the workers' together. Target: 2 workers ≥ 1.4x the
+   1-worker throughput (the client shares the two cores).
 
 Quick mode runs every scenario smaller (200 concurrent installs, 2 s read blocks …),
 so its scenario-3 figures are not the issue's 1,000-install measurement.

@@ -198,6 +198,17 @@ class Postgres:
     def url(self) -> str:
         return str(self._info().get_uri())  # type: ignore[attr-defined]
 
+    async def create_database(self, name: str) -> str:
+        """A new empty database on this server (a scenario's own); its URL."""
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return str(self._info().get_uri(database=name))  # type: ignore[attr-defined]
+
     def processes(self) -> list[psutil.Process]:
         main = psutil.Process(int(self._info().pid))  # type: ignore[attr-defined]
         return [main, *main.children(recursive=True)]
@@ -209,11 +220,11 @@ class Postgres:
                 total += cpu_seconds(p)
         return total
 
-    async def vacuum_checkpoint(self) -> None:
+    async def vacuum_checkpoint(self, url: str | None = None) -> None:
         """VACUUM ANALYZE and CHECKPOINT, so background work does not land in a block."""
         import asyncpg
 
-        conn = await asyncpg.connect(self.url)
+        conn = await asyncpg.connect(url or self.url)
         try:
             await conn.execute("VACUUM ANALYZE")
             await conn.execute("CHECKPOINT")

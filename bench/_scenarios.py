@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+import psutil
+
 from bench import _archives as arc
 from bench._baselines import tar_sync, untar_install
 from bench._client import (
+    CHANNEL_OPTIONS,
     InstallResult,
     Stub,
     channel,
@@ -57,6 +61,10 @@ class Plan:
     s5_runs: int
     s5_per_run: int
     s6_runs: int
+    s8_rounds: int
+    """Measured rounds per worker count (1 worker, 2 workers, interleaved)."""
+    s8_installs: int
+    """Installs per round, over the same 50 clients as scenario 3."""
     budget_seconds: float
     """Wall time the whole invocation should stay within (extra S3 rounds are skipped)."""
     s3_clients: int = 50
@@ -78,9 +86,12 @@ FULL = Plan(
     s5_runs=4,
     s5_per_run=25,
     s6_runs=2,
-    budget_seconds=540,
+    s8_rounds=2,
+    s8_installs=500,
+    budget_seconds=660,
 )
-"""300 small installs, 4 large, 2 rounds of 1,000 concurrent, 4 runs of 5 s reads per RPC."""
+"""300 small installs, 4 large, 2 rounds of 1,000 concurrent, 4 runs of 5 s reads per RPC,
+2 rounds of 500 concurrent installs per worker count."""
 
 QUICK = Plan(
     s1_runs=3,
@@ -97,7 +108,9 @@ QUICK = Plan(
     s5_runs=2,
     s5_per_run=10,
     s6_runs=1,
-    budget_seconds=110,
+    s8_rounds=1,
+    s8_installs=200,
+    budget_seconds=140,
 )
 """A smoke-sized version of every scenario (not comparable with FULL for S3's totals)."""
 
@@ -504,6 +517,223 @@ async def concurrent_installs(b: Bench) -> None:
     }
 
 
+# -- scenario 8 -------------------------------------------------------------------------
+
+
+def _tree_cpu_seconds(proc: psutil.Process) -> dict[int, float]:
+    """CPU seconds of ``proc`` and each of its descendants (a supervisor and its workers)."""
+    seconds = {proc.pid: cpu_seconds(proc)}
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            seconds[child.pid] = cpu_seconds(child)
+    return seconds
+
+
+async def worker_scaling(b: Bench) -> None:
+    """Scenario 3's load on ``SKILLSVC_WORKERS=2`` vs ``=1``, rounds interleaved.
+
+    Two extra servers on the benchmark's PostgreSQL, each with a fresh database and
+    store. Each of
+    the 50 clients has a channel (a TCP connection) of its own, so SO_REUSEPORT can
+    spread them over the workers; the 1-worker server gets the very same client.
+    """
+    p = b.plan
+    clients = p.s3_clients
+    per_client = p.s8_installs // clients
+    counts = (1, 2)
+    # A database and a store of their own: fresh, and without the earlier scenarios'
+    # thousands of packages (a new server materialises every current version).
+    urls = {n: await b.postgres.create_database(f"bench_s8_w{n}") for n in counts}
+    servers = {
+        n: Served.start(
+            f"server-w{n}",
+            b.tmp / f"s8-w{n}",
+            b.tmp,
+            SKILLSVC_DATABASE_URL=urls[n],
+            **{**b.server_env, "SKILLSVC_WORKERS": str(n)},
+        )
+        for n in counts
+    }
+    data: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    try:
+        await asyncio.gather(*(s.wait_serving() for s in servers.values()))
+        # One round of warm-up per server, then the measured rounds, A B A B.
+        total_rounds = 1 + p.s8_rounds
+        slots = {
+            n: [
+                arc.slots(f"bench-w{n}-c{k:02d}", total_rounds * per_client) for k in range(clients)
+            ]
+            for n in counts
+        }
+        for n in counts:
+            async with channel(servers[n].address) as chan:
+                for client_slots in slots[n]:
+                    for skill in dict.fromkeys(skill for skill, _ in client_slots):
+                        await create_skill(Stub(chan), skill)
+        b.log(
+            f"S8: {clients} clients x {per_client} installs per round, 1 warm-up + "
+            f"{p.s8_rounds} rounds per worker count, interleaved"
+        )
+        for rnd in range(total_rounds):
+            for n in counts:
+                served = servers[n]
+                archives = [
+                    [
+                        (s, arc.small_archive(s, v, seed=j))
+                        for j, (s, v) in enumerate(
+                            client_slots[rnd * per_client : (rnd + 1) * per_client]
+                        )
+                    ]
+                    for client_slots in slots[n]
+                ]
+                await b.postgres.vacuum_checkpoint(urls[n])
+                await b.quiesce()
+                results: list[InstallResult] = []
+                chans = [
+                    grpc.aio.insecure_channel(
+                        served.address,
+                        # Without it every channel to one address shares one connection.
+                        options=[*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)],
+                    )
+                    for _ in range(clients)
+                ]
+                try:
+                    for chan in chans:
+                        await chan.channel_ready()
+
+                    async def client(
+                        k: int,
+                        archives: list[list[tuple[str, bytes]]] = archives,
+                        results: list[InstallResult] = results,
+                        chans: list[grpc.aio.Channel] = chans,
+                    ) -> None:
+                        stub = Stub(chans[k])
+                        for skill, blob in archives[k]:
+                            results.append(await install(stub, skill, [blob]))
+
+                    tree = served.ps
+                    machine0 = psutil.cpu_times()
+                    cpu0 = _tree_cpu_seconds(tree)
+                    pg0 = b.postgres.cpu_seconds()
+                    client0 = time.process_time()
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*(client(k) for k in range(clients)))
+                    wall = time.perf_counter() - t0
+                    client_cpu = time.process_time() - client0
+                    cpu1 = _tree_cpu_seconds(tree)
+                    per_process = {pid: cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1}
+                    cpu = sum(per_process.values())
+                    pg = b.postgres.cpu_seconds() - pg0
+                    machine1 = psutil.cpu_times()
+                finally:
+                    for chan in chans:
+                        await chan.close()
+                busy = (sum(machine1) - machine1.idle - getattr(machine1, "iowait", 0.0)) - (
+                    sum(machine0) - machine0.idle - getattr(machine0, "iowait", 0.0)
+                )
+                ok = [r for r in results if r.ok]
+                round_data = {
+                    "installs": len(results),
+                    "succeeded": len(ok),
+                    "seconds": wall,
+                    "throughput": len(ok) / wall,
+                    "latency_ms": summary(_ms([r.seconds for r in results])),
+                    "server_cpu_seconds": cpu,
+                    "postgres_cpu_seconds": pg,
+                    "client_cpu_seconds": client_cpu,
+                    # How evenly SO_REUSEPORT spread the connections over the workers.
+                    "supervisor_cpu_seconds": per_process.pop(tree.pid),
+                    "worker_cpu_seconds": sorted(per_process.values()),
+                    "machine_busy_seconds": busy,
+                    "failures": sorted({r.error[:120] for r in results if not r.ok}),
+                }
+                b.log(
+                    f"S8 {'warm-up' if rnd == 0 else f'round {rnd}'}, {n} worker(s): "
+                    f"{len(ok)}/{len(results)} ok, {len(ok) / wall:.1f}/s, "
+                    f"server CPU {cpu / wall:.0%} of one core"
+                )
+                if rnd > 0:
+                    data[n].append(round_data)
+    finally:
+        for served in servers.values():
+            code = served.stop()
+            if code not in (0, None):
+                b.log(f"{served.name} exited with {code}")
+    scen = "8 workers (scenario 3 load)"
+    cores = os.cpu_count() or 1
+
+    def col(n: int, key: str, sub: str | None = None) -> list[float]:
+        return [float(r[key][sub] if sub else r[key]) for r in data[n]]
+
+    b.rows += [
+        Row(
+            scen,
+            "throughput, 2 workers",
+            "installs/s",
+            col(2, "throughput"),
+            "1 worker",
+            col(1, "throughput"),
+            Target(ratio_ge=1.4),
+            note="50 clients with a connection each; the client process shares the 2 cores",
+        ),
+        Row(
+            scen,
+            "succeeded, 2 workers",
+            "%",
+            [100 * r["succeeded"] / r["installs"] for r in data[2]],
+            "1 worker",
+            [100 * r["succeeded"] / r["installs"] for r in data[1]],
+            Target(ge=100),
+        ),
+        Row(
+            scen,
+            "upload → DONE p99, 2 workers",
+            "ms",
+            col(2, "latency_ms", "p99"),
+            "1 worker",
+            col(1, "latency_ms", "p99"),
+        ),
+        Row(
+            scen,
+            "server CPU per install, 2 workers",
+            "ms",
+            [r["server_cpu_seconds"] / max(r["succeeded"], 1) * 1000 for r in data[2]],
+            "1 worker",
+            [r["server_cpu_seconds"] / max(r["succeeded"], 1) * 1000 for r in data[1]],
+            note="supervisor and workers together",
+        ),
+        Row(
+            scen,
+            "PostgreSQL CPU (of one core), 2 workers",
+            "%",
+            [100 * r["postgres_cpu_seconds"] / r["seconds"] for r in data[2]],
+            "1 worker",
+            [100 * r["postgres_cpu_seconds"] / r["seconds"] for r in data[1]],
+        ),
+        Row(
+            scen,
+            "client CPU (of one core), 2 workers",
+            "%",
+            [100 * r["client_cpu_seconds"] / r["seconds"] for r in data[2]],
+            "1 worker",
+            [100 * r["client_cpu_seconds"] / r["seconds"] for r in data[1]],
+        ),
+        Row(
+            scen,
+            "machine CPU busy (of all cores), 2 workers",
+            "%",
+            [100 * r["machine_busy_seconds"] / r["seconds"] / cores for r in data[2]],
+            "1 worker",
+            [100 * r["machine_busy_seconds"] / r["seconds"] / cores for r in data[1]],
+        ),
+    ]
+    b.raw["8_worker_scaling"] = {
+        "clients": clients,
+        "per_client": per_client,
+        "rounds": {f"{n}_workers": data[n] for n in counts},
+    }
+
+
 # -- scenario 4 -------------------------------------------------------------------------
 
 
@@ -805,12 +1035,13 @@ SCENARIOS: dict[str, Callable[[Bench], Any]] = {
     "5": progress_latency,
     "4": read_path,
     "3": concurrent_installs,
+    "8": worker_scaling,
     "2": large_install,
     "6": memory_large,
 }
 """Run order: small installs first (they also create the read path's package); progress
 latency before scenario 3 adds 2,000 packages to the store; the large installs last so
-their memory does not count in scenario 3's peak."""
+their memory does not count in scenario 3's peak; scenario 8 starts servers of its own."""
 
-RESERVE_AFTER_S3 = 60.0
-"""Seconds kept for scenarios 2 and 6 when deciding whether another S3 round fits."""
+RESERVE_AFTER_S3 = 150.0
+"""Seconds kept for scenarios 8, 2 and 6 when deciding whether another S3 round fits."""

@@ -1,17 +1,26 @@
-"""Generate the Python code of the contract: the only writer of ``skillsvc/v1/``.
+"""Generate the Python code of the contract: the only writer of ``skillsvc/v1/`` and of
+the client's copy, ``clients/python/skillsvc_client/v1/``.
 
 Runs ``grpc_tools.protoc`` with the mypy-protobuf plugins on ``protos/skillsvc/v1``.
 Because the directory mirrors the package (``protos/skillsvc/v1`` <-> ``skillsvc.v1``),
 ``--python_out=.`` writes ``skillsvc/v1/`` with imports that resolve unchanged.
 
-    python scripts/gen_protos.py           # regenerate
-    python scripts/gen_protos.py --check   # exit 1 if the committed code is stale
+The ``skillsvc-client`` distribution must install beside the server or alone, so it
+cannot ship a second ``skillsvc`` package; it carries the same generated modules as
+``skillsvc_client.v1``. Only the Python import paths are rewritten (``skillsvc.v1`` ->
+``skillsvc_client.v1``); the serialized descriptors, proto file names and RPC paths stay
+byte-for-byte the same, so when both copies are imported in one process protobuf's
+default pool sees one identical file twice and both modules share the message classes.
+
+    python scripts/gen_protos.py           # regenerate both copies
+    python scripts/gen_protos.py --check   # exit 1 if either committed copy is stale
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +34,11 @@ OUT_PACKAGE = Path("skillsvc") / "v1"
 INIT_TEXT = (
     '"""Generated protobuf and gRPC code for skillsvc.v1. Do not edit: run `make proto`."""\n'
 )
+CLIENT_PACKAGE = Path("clients") / "python" / "skillsvc_client" / "v1"
+# A Python reference to a generated module: `from skillsvc.v1 import x_pb2` or
+# `skillsvc.v1.x_pb2`. RPC paths ('/skillsvc.v1.SkillService/...') and the serialized
+# descriptors never match, so the wire contract is untouched by the rewrite.
+_MODULE_REF = re.compile(r"\bskillsvc\.v1(?= import |\.\w+_pb2(?:_grpc)?\b)")
 
 
 def _include_dirs() -> list[str]:
@@ -63,6 +77,15 @@ def generate(out_root: Path) -> None:
     (target / "__init__.py").write_text(INIT_TEXT)
 
 
+def client_copy(server_tree: Path, out: Path) -> None:
+    """Write the client's copy of the generated package ``server_tree`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for source in sorted(server_tree.iterdir()):
+        if source.is_file():
+            text = _MODULE_REF.sub("skillsvc_client.v1", source.read_text())
+            (out / source.name).write_text(text)
+
+
 def _tree(root: Path) -> dict[str, Path]:
     return {
         str(p.relative_to(root)): p
@@ -75,28 +98,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--check", action="store_true", help="fail if skillsvc/v1 is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if either generated copy is stale"
+    )
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        fresh = _tree(Path(tmp) / OUT_PACKAGE)
-        committed = _tree(ROOT / OUT_PACKAGE)
+        client_copy(Path(tmp) / OUT_PACKAGE, Path(tmp) / CLIENT_PACKAGE)
+        targets = (OUT_PACKAGE, CLIENT_PACKAGE)
         if opts.check:
-            stale = sorted(
-                name
-                for name in fresh.keys() | committed.keys()
-                if name not in fresh
-                or name not in committed
-                or not filecmp.cmp(fresh[name], committed[name], shallow=False)
-            )
+            stale: list[str] = []
+            for target in targets:
+                fresh = _tree(Path(tmp) / target)
+                committed = _tree(ROOT / target)
+                stale += sorted(
+                    str(target / name)
+                    for name in fresh.keys() | committed.keys()
+                    if name not in fresh
+                    or name not in committed
+                    or not filecmp.cmp(fresh[name], committed[name], shallow=False)
+                )
             if stale:
                 print("generated code is stale; run `make proto`:", *stale, sep="\n  ")
                 return 1
             print("generated code is up to date")
             return 0
-        shutil.rmtree(ROOT / OUT_PACKAGE, ignore_errors=True)
-        shutil.copytree(Path(tmp) / OUT_PACKAGE, ROOT / OUT_PACKAGE)
-    print(f"wrote {OUT_PACKAGE}/")
+        for target in targets:
+            shutil.rmtree(ROOT / target, ignore_errors=True)
+            shutil.copytree(Path(tmp) / target, ROOT / target)
+            print(f"wrote {target}/")
     return 0
 
 

@@ -27,7 +27,14 @@ from typing import Any
 import asyncpg
 
 from skillsvc import __version__
-from skillsvc.db import load_migrations, migrate
+from skillsvc.db import (
+    forget_instances,
+    holds_skills,
+    load_migrations,
+    migrate,
+    schema_version,
+    server_major,
+)
 from skillsvc.db._embedded import EmbeddedPostgres
 from skillsvc.db._maintenance import Maintenance
 from skillsvc.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -47,32 +54,32 @@ def _tool_major(path: Path) -> int | None:
     return int(match[1]) if match else None
 
 
-def pg_tool(name: str, server_major: int) -> Path:
-    """The ``pg_dump``/``pg_restore`` to use against a server of ``server_major``.
+def pg_tool(name: str, major: int) -> Path:
+    """The ``pg_dump``/``pg_restore`` to use against a server of ``major``.
 
     A tool of the server's own major version is preferred (Debian's
     /usr/lib/postgresql/<major>/bin, then PATH): pg_dump refuses newer servers, and an
     older server may not understand what a newer pg_restore sends. Otherwise the
     embedded package's tools, the newest PostgreSQL skillsvc supports.
     """
-    candidates = [Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")]
+    candidates = [Path(f"/usr/lib/postgresql/{major}/bin/{name}")]
     on_path = shutil.which(name)
     if on_path:
         candidates.append(Path(on_path))
     candidates.append(EmbeddedPostgres.tools_dir() / name)
     for candidate in candidates:
-        if candidate.is_file() and _tool_major(candidate) == server_major:
+        if candidate.is_file() and _tool_major(candidate) == major:
             return candidate
     embedded = EmbeddedPostgres.tools_dir() / name
-    if embedded.is_file() and (_tool_major(embedded) or 0) >= server_major:
+    if embedded.is_file() and (_tool_major(embedded) or 0) >= major:
         return embedded
-    raise Unavailable(f"no {name} found that can work with PostgreSQL {server_major}")
+    raise Unavailable(f"no {name} found that can work with PostgreSQL {major}")
 
 
 async def _server_major(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
-        return int(await conn.fetchval("SHOW server_version_num")) // 10000
+        return await server_major(conn)
     finally:
         await conn.close()
 
@@ -142,7 +149,7 @@ async def backup(url: str, store: Store, dest: Path) -> dict[str, Any]:
             "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
         )
         ready = await Maintenance(conn).ready_packages()
-        schema = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        schema = await schema_version(conn)
     finally:
         await conn.close()
     missing = await asyncio.to_thread(_missing_from_copy, dest, ready)
@@ -169,13 +176,12 @@ async def restore(url: str, store: Store, src: Path) -> dict[str, Any]:
         )
     conn = await asyncpg.connect(url)
     try:
-        exists = await conn.fetchval("SELECT to_regclass('skill_definitions') IS NOT NULL")
-        if exists and await conn.fetchval("SELECT count(*) FROM skill_definitions"):
+        if await holds_skills(conn):
             raise FailedPrecondition(
                 "the target database already holds skills; restore into an empty one",
                 reason="TARGET_NOT_EMPTY",
             )
-        major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+        major = await server_major(conn)
     finally:
         await conn.close()
     empty = await asyncio.to_thread(
@@ -202,7 +208,7 @@ async def restore(url: str, store: Store, src: Path) -> dict[str, Any]:
         await migrate(conn)
         # The processes of the backed-up deployment are gone; recovery reaps their
         # unfinished operations at the next start.
-        await conn.execute("DELETE FROM skill_instances")
+        await forget_instances(conn)
     finally:
         await conn.close()
     await asyncio.to_thread(store.init)

@@ -1,9 +1,11 @@
 """The ``skillsvc`` command: parse arguments and settings, then call into the service.
 
-skillsvc serve      run the gRPC service (the default configuration needs nothing)
+skillsvc serve      run the gRPC service (the default configuration needs nothing);
+                    with SKILLSVC_WORKERS > 1 a supervisor of worker processes
 skillsvc migrate    apply pending database migrations and exit
 skillsvc config     print the configuration variables as a Markdown table
 skillsvc token      mint a bearer token from SKILLSVC_JWT_SECRET (development, tests)
+skillsvc healthcheck  exit 0 when the running service is SERVING (container checks)
 skillsvc fsck       check packages against their recorded digests (--repair)
 skillsvc gc         remove what failures and crashes left (--older-than, --dry-run)
 skillsvc backup DIR / restore DIR   the database and the store, together
@@ -19,37 +21,57 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from skillsvc import __version__, runbook
 from skillsvc.auth import add_token_parser, token_command
 from skillsvc.config import ConfigError, Settings, config_table
 from skillsvc.errors import SkillsvcError
+from skillsvc.healthcheck import add_healthcheck_parser, healthcheck_command
 from skillsvc.logs import configure_logging
 
 logger = logging.getLogger("skillsvc")
 
 
+def _cannot_start(exc: SkillsvcError | ConfigError) -> int:
+    message = exc.message if isinstance(exc, SkillsvcError) else f"configuration error: {exc}"
+    print(f"skillsvc: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
 async def _serve(settings: Settings) -> int:
-    from skillsvc.server import build_server
     from skillsvc.tracing import configure_tracing
 
     # OpenTelemetry is configured by its own standard OTEL_* variables.
     provider = configure_tracing(os.environ)
     try:
-        return await _serve_app(settings, build_server)
+        return await _serve_traced(settings)
     finally:
         if provider is not None:
             provider.shutdown()  # flushes the spans still batched
 
 
-async def _serve_app(settings: Settings, build_server: Any) -> int:
-    app = await build_server(settings)
+async def _serve_traced(settings: Settings) -> int:
+    from skillsvc.server import build_server, check_listen_address
+
+    # A start-up failure (address taken, database unreachable) is one line and exit 2,
+    # like a bad setting: the operator fixes the configuration, nothing to debug.
+    try:
+        check_listen_address(settings.listen_addr)
+        if settings.metrics_addr:
+            check_listen_address(settings.metrics_addr, "SKILLSVC_METRICS_ADDR")
+        app = await build_server(settings)
+    except (SkillsvcError, ConfigError) as exc:
+        return _cannot_start(exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await app.start()
+    loop.add_signal_handler(signal.SIGHUP, app.reload_keys)  # key rotation (SPEC §7)
+    try:
+        await app.start()
+    except SkillsvcError as exc:
+        await app.stop(0)
+        return _cannot_start(exc)
     if settings.log_format == "text":  # JSON logs stay one object per line
         print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
     await stop.wait()
@@ -59,14 +81,14 @@ async def _serve_app(settings: Settings, build_server: Any) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from skillsvc.db import migrate
+    from skillsvc.db import migrate, schema_version
     from skillsvc.server import open_database
 
     db, embedded = await open_database(settings)
     try:
         async with db.pool.acquire() as conn:
             await migrate(conn)
-            version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+            version = await schema_version(conn)
         print(f"database schema at version {version}")
     finally:
         await db.close()
@@ -87,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("config", help="print the configuration variables")
     runbook.add_commands(commands)
     add_token_parser(commands)
+    add_healthcheck_parser(commands)
     return parser
 
 
@@ -103,15 +126,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "token":
         return token_command(settings, args)
+    if args.command == "healthcheck":
+        return healthcheck_command(settings, args)
     configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command in runbook.RUNNERS:
             return asyncio.run(runbook.run(settings, args))
+        if args.command == "serve" and settings.workers > 1:
+            from skillsvc.supervisor import supervise
+
+            return asyncio.run(supervise(settings, os.environ))
         runner = {"serve": _serve, "migrate": _migrate}[args.command]
         return asyncio.run(runner(settings))
     except SkillsvcError as exc:
         print(f"skillsvc: {exc.message}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # a key or certificate file the server could not use
+        print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,13 +19,33 @@ from typing import Any
 
 MiB = 1024 * 1024
 
+AUTH_MODES = ("none", "jwt")
+"""The values of ``SKILLSVC_AUTH``."""
+MIN_SECRET_BYTES = 32
+"""An HS256 secret must be at least as long as the SHA-256 output."""
+
 
 class ConfigError(ValueError):
     """A ``SKILLSVC_*`` variable has a value the service cannot use."""
 
 
-def _setting(env: str, default: Any, doc: str, *, display: str | None = None) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "display": display})
+def _setting(
+    env: str,
+    default: Any,
+    doc: str,
+    *,
+    display: str | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    metadata = {"env": env, "doc": doc, "display": display}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, so containers' cpusets count)."""
+    return len(os.sched_getaffinity(0))
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -66,6 +86,15 @@ class Settings:
         "PostgreSQL under `<data dir>/postgres`, started and stopped with the service.",
     )
     """External PostgreSQL; ``None`` starts the embedded one."""
+    workers: int = _setting(
+        "SKILLSVC_WORKERS",
+        None,
+        "Worker processes sharing the listen address (SO_REUSEPORT) under one `serve` "
+        "supervisor; `1` runs a single process.",
+        display="the CPUs this process may use",
+        factory=usable_cpus,
+    )
+    """Worker processes of ``serve``; 1 serves in the supervisor's own process."""
     db_pool_size: int = _setting(
         "SKILLSVC_DB_POOL_SIZE", 10, "Maximum PostgreSQL connections in the pool."
     )
@@ -182,9 +211,25 @@ class Settings:
         "SKILLSVC_JWT_PUBLIC_KEY_FILE",
         None,
         "PEM public key that verifies RS256 (RSA, 2048+ bits) or ES256 (P-256) tokens, "
-        "instead of a secret.",
+        "alongside any secrets and JWKS keys. Read at start-up only.",
     )
     """RS256/ES256 verification key."""
+    jwt_secrets_file: Path | None = _setting(
+        "SKILLSVC_JWT_SECRETS_FILE",
+        None,
+        "File of HS256 secrets, one per line (at least 32 bytes each; blank lines and "
+        "`#` comments ignored). A token verifies if any of them (or SKILLSVC_JWT_SECRET) "
+        "signed it. Re-read on SIGHUP, for rotating secrets without a restart.",
+    )
+    """Further HS256 verification secrets, re-read on SIGHUP."""
+    jwt_jwks_file: Path | None = _setting(
+        "SKILLSVC_JWT_JWKS_FILE",
+        None,
+        "JWKS document (RFC 7517) of verification keys (RSA 2048+ bits: RS256, P-256: "
+        "ES256, `oct` 32+ bytes: HS256), each with a unique `kid`; a token's `kid` header "
+        "picks the key. Re-read on SIGHUP.",
+    )
+    """Verification keys chosen by ``kid``, re-read on SIGHUP."""
     jwt_issuer: str | None = _setting(
         "SKILLSVC_JWT_ISSUER", None, "When set, tokens must carry this `iss`."
     )
@@ -232,6 +277,56 @@ class Settings:
         "new version's install fails with RESOURCE_EXHAUSTED.",
     )
     """Version quota per skill."""
+    # -- gRPC transport (README, "Operations") ------------------------------------------
+    max_message_bytes: int = _setting(
+        "SKILLSVC_MAX_MESSAGE_BYTES",
+        5 * MiB,
+        "Largest gRPC message received or sent, in bytes (an upload chunk included); "
+        "larger ones fail with RESOURCE_EXHAUSTED.",
+    )
+    """Per-message size limit in both directions."""
+    max_concurrent_streams: int = _setting(
+        "SKILLSVC_MAX_CONCURRENT_STREAMS",
+        100,
+        "Calls one client connection may have open at once (HTTP/2 "
+        "SETTINGS_MAX_CONCURRENT_STREAMS); further calls wait in the client.",
+    )
+    """Concurrent streams per connection."""
+    keepalive_seconds: float = _setting(
+        "SKILLSVC_KEEPALIVE_SECONDS",
+        60.0,
+        "The server pings a connection after this long without activity, and closes "
+        "it when no answer comes within SKILLSVC_KEEPALIVE_TIMEOUT_SECONDS.",
+    )
+    """Server keepalive ping period."""
+    keepalive_timeout_seconds: float = _setting(
+        "SKILLSVC_KEEPALIVE_TIMEOUT_SECONDS",
+        20.0,
+        "How long a keepalive ping may go unanswered before the connection is closed.",
+    )
+    """Server keepalive ping timeout."""
+    keepalive_min_ping_seconds: float = _setting(
+        "SKILLSVC_KEEPALIVE_MIN_PING_SECONDS",
+        10.0,
+        "Shortest interval between client keepalive pings the server tolerates (pings "
+        "are allowed on idle connections too); a client pinging more often is sent "
+        "GOAWAY (`too_many_pings`).",
+    )
+    """Client keepalive enforcement."""
+    max_connection_age_seconds: float = _setting(
+        "SKILLSVC_MAX_CONNECTION_AGE_SECONDS",
+        600.0,
+        "A connection older than this (±10 % jitter) is sent GOAWAY, so clients reconnect "
+        "and spread over the replicas behind an L4 balancer; 0 keeps connections forever.",
+    )
+    """Connection age limit (0: none)."""
+    max_connection_age_grace_seconds: float = _setting(
+        "SKILLSVC_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        60.0,
+        "After that GOAWAY, how long calls still open on the old connection may run "
+        "before it is closed (long watches then resume with `since`).",
+    )
+    """Grace of the connection age limit."""
 
     def __repr__(self) -> str:
         # Keeps the JWT secret out of logs and tracebacks.
@@ -281,6 +376,7 @@ class Settings:
         ):
             raise ConfigError("SKILLSVC_DATABASE_URL: must start with postgresql:// or postgres://")
         positive = (
+            "workers",
             "db_pool_size",
             "max_package_bytes",
             "max_unpacked_bytes",
@@ -293,26 +389,70 @@ class Settings:
             "url_timeout_seconds",
             "max_skills_per_tenant",
             "max_versions_per_skill",
+            "max_message_bytes",
+            "max_concurrent_streams",
+            "keepalive_seconds",
+            "keepalive_timeout_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)}: must be greater than 0")
-        for name in ("shutdown_grace_seconds", "url_max_redirects", "jwt_leeway_seconds"):
+        non_negative = (
+            "shutdown_grace_seconds",
+            "url_max_redirects",
+            "jwt_leeway_seconds",
+            "keepalive_min_ping_seconds",
+            "max_connection_age_seconds",
+            "max_connection_age_grace_seconds",
+        )
+        for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env_name(name)}: must not be negative")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("SKILLSVC_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
         if self.log_format not in {"text", "json"}:
             raise ConfigError("SKILLSVC_LOG_FORMAT: must be text or json")
-        # Authentication and TLS are checked by building them (reading the key and
-        # certificate files), so a bad value stops the process here, naming the variable
-        # (among them SKILLSVC_AUTH=none on a non-loopback address). Imported here
-        # because those modules import this one.
-        from skillsvc.auth import build_authenticator
-        from skillsvc.tls import load_server_tls
+        self._check_security()
 
-        build_authenticator(self)
-        load_server_tls(self)
+    def _check_security(self) -> None:
+        # Values only: the key and certificate files are read and checked by the
+        # composition root (``skillsvc.server.build_security``), which also stops the
+        # process naming the variable, so this module needs neither jwt nor grpc.
+        if self.auth not in AUTH_MODES:
+            raise ConfigError(f"SKILLSVC_AUTH: must be none or jwt, got {self.auth!r}")
+        if self.auth == "none" and not is_loopback_address(self.listen_addr):
+            raise ConfigError(
+                "SKILLSVC_AUTH: none (every caller is an admin) is only allowed when "
+                f"SKILLSVC_LISTEN_ADDR is a loopback address, not {self.listen_addr!r}; "
+                "set SKILLSVC_AUTH=jwt with SKILLSVC_JWT_SECRET or "
+                "SKILLSVC_JWT_PUBLIC_KEY_FILE, or listen on 127.0.0.1"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"SKILLSVC_JWT_SECRET: must be at least {MIN_SECRET_BYTES} bytes long, "
+                f"got {len(self.jwt_secret.encode())}"
+            )
+        key_sources = (
+            self.jwt_secret,
+            self.jwt_secrets_file,
+            self.jwt_public_key_file,
+            self.jwt_jwks_file,
+        )
+        if self.auth == "jwt" and not any(key_sources):
+            raise ConfigError(
+                "SKILLSVC_AUTH: jwt needs SKILLSVC_JWT_SECRET or SKILLSVC_JWT_SECRETS_FILE "
+                "(HS256), SKILLSVC_JWT_PUBLIC_KEY_FILE (RS256/ES256) or SKILLSVC_JWT_JWKS_FILE"
+            )
+        cert, key, ca = self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file
+        if cert is None and key is None and ca is not None:
+            raise ConfigError(
+                "SKILLSVC_TLS_CLIENT_CA_FILE: mutual TLS also needs SKILLSVC_TLS_CERT_FILE "
+                "and SKILLSVC_TLS_KEY_FILE"
+            )
+        if cert is None and key is not None:
+            raise ConfigError("SKILLSVC_TLS_CERT_FILE: required with SKILLSVC_TLS_KEY_FILE")
+        if key is None and cert is not None:
+            raise ConfigError("SKILLSVC_TLS_KEY_FILE: required with SKILLSVC_TLS_CERT_FILE")
 
 
 def _env_name(field_name: str) -> str:
@@ -366,6 +506,7 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "data_dir": Path,
     "store_dir": Path,
     "database_url": str,
+    "workers": int,
     "db_pool_size": int,
     "metrics_addr": str,
     "shutdown_grace_seconds": float,
@@ -386,6 +527,8 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "auth": str,
     "jwt_secret": str,
     "jwt_public_key_file": Path,
+    "jwt_secrets_file": Path,
+    "jwt_jwks_file": Path,
     "jwt_issuer": str,
     "jwt_audience": str,
     "jwt_leeway_seconds": float,
@@ -394,6 +537,13 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "tls_client_ca_file": Path,
     "max_skills_per_tenant": int,
     "max_versions_per_skill": int,
+    "max_message_bytes": int,
+    "max_concurrent_streams": int,
+    "keepalive_seconds": float,
+    "keepalive_timeout_seconds": float,
+    "keepalive_min_ping_seconds": float,
+    "max_connection_age_seconds": float,
+    "max_connection_age_grace_seconds": float,
 }
 
 
@@ -401,7 +551,9 @@ def config_table() -> str:
     """The configuration table of the README, in Markdown."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for f in dataclasses.fields(Settings):
-        if f.metadata.get("display"):
+        if f.metadata.get("display") and f.default is dataclasses.MISSING:
+            default = str(f.metadata["display"])
+        elif f.metadata.get("display"):
             default = f"`{f.metadata['display']}`"
         elif f.default is None:
             default = "(unset)"

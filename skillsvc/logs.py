@@ -63,9 +63,18 @@ def bind_operation(operation_id: str, skill_id: str) -> None:
 
 
 class ContextFilter(logging.Filter):
-    """Adds ``trace_id``, ``span_id``, ``operation_id`` and ``skill_id`` to each record."""
+    """Adds ``trace_id``, ``span_id``, ``operation_id`` and ``skill_id`` to each record.
+
+    In a worker process of ``serve``'s supervisor it also adds ``worker`` (its number).
+    """
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self._worker is not None:
+            record.worker = self._worker
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             record.trace_id = trace.format_trace_id(context.trace_id)
@@ -108,10 +117,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message [trace_id=… operation_id=… skill_id=…]``."""
+    """``time LEVEL logger[ [worker N]]: message [trace_id=… operation_id=… skill_id=…]``."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, worker: int | None = None) -> None:
+        where = "" if worker is None else f" [worker {worker}]"
+        super().__init__(f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -126,11 +136,14 @@ class TextFormatter(logging.Formatter):
         return redact(line)
 
 
-def configure_logging(level: str, log_format: str = "text") -> None:
-    """Send every log record to stderr in ``log_format`` (``text`` or ``json``)."""
+def configure_logging(level: str, log_format: str = "text", *, worker: int | None = None) -> None:
+    """Send every log record to stderr in ``log_format`` (``text`` or ``json``).
+
+    ``worker`` is the number of a worker process of ``serve``'s supervisor, for its lines.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(ContextFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(ContextFilter(worker))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(worker))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -3,12 +3,13 @@
 Metric objects are process-wide by Prometheus convention; they hold numbers, not
 connections, so several servers in one process (tests) simply share them.
 
-They also work in prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
-set before the first import of ``prometheus_client``; ``serve`` with several workers),
-where one endpoint sums what every worker wrote: counters and histograms add up as
-they are; every gauge states how workers combine (``multiprocess_mode``) and is only
-ever ``set``/``inc``/``dec`` by the process that owns the number, never computed by a
-collector at scrape time (a collector would only see the scraping process).
+Under ``serve``'s supervisor every worker process writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when this
+module is first imported) and the supervisor's one endpoint adds them up. Counters and
+histograms are summed; each gauge says how its workers' values combine
+(``multiprocess_mode``) and is only ever ``set``/``inc``/``dec`` by the process that
+owns the number, never computed by a collector at scrape time (a collector would only
+see the scraping process).
 
 Series:
 
@@ -28,7 +29,6 @@ Series:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -131,51 +131,20 @@ INSTALLS_QUEUED: Final = Gauge(
     multiprocess_mode="livesum",
 )
 
-_STORAGE_GAUGE: Final = Gauge(
+STORAGE_BYTES: Final = Gauge(
     "skill_storage_bytes",
     "Bytes held in the file store: extracted packages and original archives.",
-    # One store, measured or counted by whichever worker touched it last.
-    multiprocess_mode="livemostrecent",
+    # Every worker of a host measures the same shared store (and counts its own
+    # installs and deletions in between): the largest live view.
+    multiprocess_mode="livemax",
 )
-
-
-class _StoreTotal:
-    """``skill_storage_bytes``: measured now and then, counted up and down in between.
-
-    A most-recent gauge (the right combination for a number every worker observes)
-    accepts only ``set``; this keeps the process's running total and sets it.
-    """
-
-    def __init__(self, gauge: Gauge) -> None:
-        self._gauge = gauge
-        self._value = 0.0
-        self._lock = threading.Lock()
-
-    def set(self, value: float) -> None:
-        """The store was measured at ``value`` bytes."""
-        with self._lock:
-            self._value = float(value)
-            self._gauge.set(self._value)
-
-    def inc(self, amount: float) -> None:
-        """``amount`` bytes were added to the store."""
-        with self._lock:
-            self._value += amount
-            self._gauge.set(self._value)
-
-    def dec(self, amount: float) -> None:
-        """``amount`` bytes were removed from the store."""
-        self.inc(-amount)
-
-
-STORAGE_BYTES: Final = _StoreTotal(_STORAGE_GAUGE)
-"""``skill_storage_bytes`` (``set``, ``inc``, ``dec``)."""
 
 # -- process state ------------------------------------------------------------------
 
 HEALTHY: Final = Gauge(
     "skillsvc_healthy",
     "1 while the database and the store answer the health probe, else 0.",
+    # 0 as soon as one live worker's probe fails.
     multiprocess_mode="livemin",
 )
 DB_POOL_MAX: Final = Gauge(
@@ -195,15 +164,15 @@ DB_POOL_IN_USE: Final = Gauge(
 )
 
 # The store's filesystem, so an alert fires before installs fail with STORE_FULL
-# (refreshed by every health probe; no node_exporter needed). Every worker of a node
-# measures the same filesystem: the most recent measurement is the value.
+# (refreshed by every health probe; no node_exporter needed).
 STORE_FREE_BYTES: Final = Gauge(
     "skill_store_free_bytes",
     "Bytes free for the service on the file store's filesystem.",
+    # Workers probe the same filesystem in turn: the latest reading of a live one.
     multiprocess_mode="livemostrecent",
 )
 STORE_TOTAL_BYTES: Final = Gauge(
     "skill_store_total_bytes",
     "Size in bytes of the file store's filesystem.",
-    multiprocess_mode="livemostrecent",
+    multiprocess_mode="livemax",
 )

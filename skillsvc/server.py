@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +26,8 @@ from skillsvc.api import (
     SkillService,
     tracing_interceptors,
 )
-from skillsvc.auth import build_authenticator
-from skillsvc.config import Settings
+from skillsvc.auth import Authenticator, JwtAuthentication, build_authenticator, load_key_set
+from skillsvc.config import ConfigError, Settings
 from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.installs import Installer, InstallerSettings
@@ -45,7 +47,7 @@ from skillsvc.metrics import (
     init_grpc_metrics,
 )
 from skillsvc.store import Store
-from skillsvc.tls import load_server_tls, server_credentials
+from skillsvc.tls import ServerTls, load_server_tls, server_credentials
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
 from skillsvc.validation import Limits
 
@@ -56,22 +58,78 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 SERVICE_NAME = SERVICE.full_name
 HEALTH_SERVICE_NAME = HEALTH_SERVICE.full_name
+LIVENESS_SERVICE_NAME = "liveness"
+"""A health service name that is SERVING from start-up until shutdown begins, whatever
+the database does: for liveness probes, which must not restart a process because its
+database is away (readiness, service "", follows the database and the store)."""
 # Callable without a token (SPEC §7): probes and grpcurl's discovery.
 PUBLIC_SERVICES = frozenset({HEALTH_SERVICE_NAME, reflection.SERVICE_NAME})
 
-# Larger than gRPC's 4 MiB default so clients may send 4 MiB chunks plus framing.
-MAX_MESSAGE_BYTES = 5 * 1024 * 1024
+
+@dataclass(frozen=True)
+class Security:
+    """Authentication and TLS, built once from the settings by the composition root."""
+
+    authenticator: Authenticator
+    """Verifies callers (its keys are re-read on SIGHUP)."""
+    tls: ServerTls | None
+    """The TLS material of the gRPC port; None for plaintext."""
 
 
-async def open_database(settings: Settings) -> tuple[Database, EmbeddedPostgres | None]:
-    """Connect to ``SKILLSVC_DATABASE_URL``, or start the embedded server; migrate."""
+def build_security(settings: Settings) -> Security:
+    """Read the key and certificate files; ConfigError naming the variable if unusable."""
+    return Security(authenticator=build_authenticator(settings), tls=load_server_tls(settings))
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC core channel arguments of the server (README, "Operations").
+
+    Message size, streams per connection, keepalive in both directions and the
+    connection age that makes clients behind an L4 balancer reconnect (and so spread
+    over new replicas) all come from the settings.
+    """
+    ms = 1000
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * ms)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * ms)),
+        # Enforcement of the clients' pings: allowed on idle connections, no more often
+        # than the minimum interval; a client that pings faster is sent GOAWAY.
+        ("grpc.keepalive_permit_without_calls", 1),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.keepalive_min_ping_seconds * ms),
+        ),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    if settings.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * ms)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * ms),
+            ),
+        ]
+    return options
+
+
+async def open_database(
+    settings: Settings, *, run_migrations: bool = True
+) -> tuple[Database, EmbeddedPostgres | None]:
+    """Connect to ``SKILLSVC_DATABASE_URL``, or start the embedded server; migrate.
+
+    ``run_migrations=False`` leaves the schema alone (``restore`` must find the target
+    exactly as the operator left it when it refuses).
+    """
     embedded = None
     url = settings.database_url
     if url is None:
         embedded = await EmbeddedPostgres.start(settings.data_dir / "postgres")
         url = embedded.url
     try:
-        db = await connect(url, pool_size=settings.db_pool_size)
+        db = await connect(url, pool_size=settings.db_pool_size, run_migrations=run_migrations)
     except BaseException:
         if embedded is not None:
             await embedded.stop()
@@ -103,6 +161,8 @@ class App:
     """The LISTEN connection feeding the hub."""
     port: int
     """The bound gRPC port (useful with port 0)."""
+    authenticator: Authenticator
+    """Verifies callers; :meth:`reload_keys` swaps its keys."""
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _metrics_server: Any = None
     _healthy: bool | None = None
@@ -118,6 +178,7 @@ class App:
         await self.listener.start()
         await self.installer.start()
         await self.server.start()
+        await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.check_health()
         self._tasks.append(
             asyncio.create_task(
@@ -133,6 +194,25 @@ class App:
         if self.settings.metrics_addr:
             self._metrics_server = _start_metrics(self.settings.metrics_addr)
         logger.info("skillsvc serving on %s", self.address)
+
+    def reload_keys(self) -> bool:
+        """Re-read the JWT key files (SIGHUP); on any error keep the keys in use.
+
+        Tokens signed with a key still in the new set keep working, tokens of a new key
+        are accepted from the next call on. Returns whether new keys were loaded.
+        """
+        if not isinstance(self.authenticator, JwtAuthentication):
+            logger.info("SIGHUP: no keys to reload (SKILLSVC_AUTH=%s)", self.settings.auth)
+            return False
+        try:
+            keys = load_key_set(self.settings)
+        except ConfigError as exc:
+            # The message names the variable and the line or kid, never key material.
+            logger.error("SIGHUP: keeping the current JWT keys: %s", exc)  # noqa: TRY400
+            return False
+        self.authenticator.replace_keys(keys)
+        logger.info("SIGHUP: JWT keys reloaded: %s", keys.describe())
+        return True
 
     async def check_health(self) -> bool:
         """Probe the database and the store once and publish the result.
@@ -203,21 +283,74 @@ class App:
         for result in results:
             if isinstance(result, BaseException):
                 logger.warning("stopping failed", exc_info=result)
-        await self.listener.stop()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-        await self.db.close()
+        for name, step in (
+            ("the LISTEN connection", self.listener.stop),
+            ("the metrics endpoint", self._stop_metrics),
+            ("the connection pool", self.db.close),
+        ):
+            try:
+                await step()
+            except Exception:
+                logger.warning("could not close %s", name, exc_info=True)
         if self.embedded is not None:
             await self.embedded.stop()
         logger.info("skillsvc stopped")
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+
+
+def _cannot_listen(addr: str, why: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> Unavailable:
+    return Unavailable(f"cannot listen on {addr} ({variable}): {why}", reason="LISTEN_FAILED")
+
+
+def check_listen_address(addr: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> None:
+    """Raise ``Unavailable`` naming the cause unless ``addr`` can be listened on now.
+
+    gRPC binds with SO_REUSEPORT, so a second ``skillsvc serve`` on a port another one
+    already serves would silently share it, and any other bind failure comes back as
+    a bare "Failed to bind". A bind without SO_REUSEPORT fails on any listener already
+    there, with the system's reason (SO_REUSEADDR, as gRPC sets too, so connections
+    of a just-stopped server in TIME_WAIT do not count). Port 0 needs no check.
+    Checked before anything starts, so a taken address costs no database start-up.
+    """
+    host, _, port_text = addr.rpartition(":")
+    host = host.strip("[]")
+    if port_text == "0":
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, int(port_text), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise _cannot_listen(addr, str(exc), variable) from exc
+    failures: list[OSError] = []
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                failures.append(exc)
+    # A listener on any of the addresses is a conflict; an address family the host
+    # lacks (``localhost`` → ::1 without IPv6) is not, as long as one address binds.
+    in_use = [e for e in failures if e.errno == errno.EADDRINUSE]
+    if in_use or (failures and len(failures) == len(infos)):
+        first = (in_use or failures)[0]
+        raise _cannot_listen(addr, first.strerror or str(first), variable) from first
 
 
 def _start_metrics(addr: str) -> Any:
     from prometheus_client import start_http_server
 
     host, _, port = addr.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+    try:
+        server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on {addr} (SKILLSVC_METRICS_ADDR): {exc.strerror or exc}",
+            reason="LISTEN_FAILED",
+        ) from exc
     return server
 
 
@@ -242,15 +375,21 @@ def installer_settings(settings: Settings) -> InstallerSettings:
     )
 
 
-async def build_server(settings: Settings) -> App:
-    """Build (but do not start) the whole service from ``settings``."""
-    # Security settings first: a bad key or certificate stops before anything starts.
-    authenticator = build_authenticator(settings)
-    tls = load_server_tls(settings)
+async def build_server(
+    settings: Settings, *, run_migrations: bool = True, reuse_port: bool = False
+) -> App:
+    """Build (but do not start) the whole service from ``settings``.
+
+    A worker of ``serve``'s supervisor passes ``run_migrations=False`` (the supervisor
+    migrated once) and ``reuse_port=True`` (its siblings bind the same address).
+    """
+    # Security first: a bad key or certificate stops before anything starts.
+    security = build_security(settings)
+    tls = security.tls
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.store_root)
     await asyncio.to_thread(store.init)
-    db, embedded = await open_database(settings)
+    db, embedded = await open_database(settings, run_migrations=run_migrations)
     try:
         definitions = Definitions(db, max_skills_per_tenant=settings.max_skills_per_tenant)
         hub = ProgressHub()
@@ -264,11 +403,11 @@ async def build_server(settings: Settings) -> App:
                 *tracing_interceptors(),
                 MetricsInterceptor(),
                 ErrorInterceptor(),
-                AuthInterceptor(authenticator, PUBLIC_SERVICES),
+                AuthInterceptor(security.authenticator, PUBLIC_SERVICES),
             ],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                *server_options(settings),
+                *([("grpc.so_reuseport", 1)] if reuse_port else []),
             ],
         )
         skill_service_pb2_grpc.add_SkillServiceServicer_to_server(
@@ -286,10 +425,17 @@ async def build_server(settings: Settings) -> App:
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         init_grpc_metrics((SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE))
-        if tls is None:
-            port = server.add_insecure_port(settings.listen_addr)
-        else:
-            port = server.add_secure_port(settings.listen_addr, server_credentials(tls))
+        try:
+            if tls is None:
+                port = server.add_insecure_port(settings.listen_addr)
+            else:
+                port = server.add_secure_port(settings.listen_addr, server_credentials(tls))
+        except RuntimeError as exc:
+            # grpc says only "Failed to bind"; check_listen_address names the cause
+            # first in the common case, this covers a port taken in between.
+            raise _cannot_listen(
+                settings.listen_addr, "cannot bind (in use, not a local address, or not allowed)"
+            ) from exc
     except BaseException:
         await db.close()
         if embedded is not None:
@@ -306,4 +452,5 @@ async def build_server(settings: Settings) -> App:
         installer=installer,
         hub=hub,
         listener=listener,
+        authenticator=security.authenticator,
     )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -54,6 +57,17 @@ class Served:
                     pass
                 await asyncio.sleep(0.1)
 
+    async def announced_address(self, timeout: float = 60) -> str:
+        """The address ``serve`` reports once it serves (needed with port 0)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                found = re.search(r"skillsvc \S+ serving on (\S+)", self.log.read_text())
+                if found:
+                    return found.group(1)
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
+                await asyncio.sleep(0.1)
+
     def rss_peak_kib(self) -> int:
         """The child's peak resident set size so far (VmHWM), in KiB."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -76,7 +90,10 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Served]
         port = free_port()
         env.setdefault("SKILLSVC_DATA_DIR", str(tmp_path / "data"))
         env.setdefault("SKILLSVC_METRICS_ADDR", "")
-        env["SKILLSVC_LISTEN_ADDR"] = f"127.0.0.1:{port}"
+        # One process unless a test asks for workers: the tests of signals, crashes and
+        # memory watch that process (tests/install/test_workers.py runs workers).
+        env.setdefault("SKILLSVC_WORKERS", "1")
+        env.setdefault("SKILLSVC_LISTEN_ADDR", f"127.0.0.1:{port}")
         log = tmp_path / f"serve-{port}.log"
         with log.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
@@ -88,8 +105,10 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Served]
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        served = Served(proc, f"127.0.0.1:{port}", log)
+        served = Served(proc, env["SKILLSVC_LISTEN_ADDR"], log)
         started.append(served)
+        if served.address.endswith(":0"):
+            served.address = await served.announced_address()
         return served
 
     yield start
@@ -97,3 +116,15 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Served]
         if served.proc.returncode is None:
             served.proc.kill()
             await served.proc.wait()
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data dir for an embedded PostgreSQL started by a child, outside basetemp.
+
+    pytest resets its basetemp tree to mode 0700 whenever another pytest run starts
+    (other runs share the machine), which locks out the server's own (non-root) user.
+    """
+    base = Path(tempfile.mkdtemp(prefix="skillsvc-test-data-"))
+    yield base / "data"
+    shutil.rmtree(base, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,13 @@ def test_defaults_need_no_configuration() -> None:
     assert settings.metrics_addr == "127.0.0.1:9464"
     assert settings.max_package_bytes == 100 * 1024 * 1024
     assert settings.store_root == (Path("skillsvc-data") / "store").resolve()
+
+
+def test_workers_default_to_the_cpus_this_process_may_use() -> None:
+    # The affinity mask, not os.cpu_count(): a container limited to a cpuset gets that.
+    assert Settings.from_env({}).workers == len(os.sched_getaffinity(0))
+    assert Settings.from_env({"SKILLSVC_WORKERS": "3"}).workers == 3
+    assert Settings.from_env({"SKILLSVC_WORKERS": "1"}).workers == 1
 
 
 def test_variables_are_parsed() -> None:
@@ -49,12 +57,20 @@ def test_variables_are_parsed() -> None:
     [
         ("SKILLSVC_MAX_FILES", "many", "integer"),
         ("SKILLSVC_MAX_FILES", "0", "greater than 0"),
+        ("SKILLSVC_WORKERS", "0", "greater than 0"),
+        ("SKILLSVC_WORKERS", "two", "integer"),
         ("SKILLSVC_URL_ALLOW_PRIVATE", "perhaps", "true or false"),
         ("SKILLSVC_LISTEN_ADDR", "localhost", "host:port"),
         ("SKILLSVC_LISTEN_ADDR", "h:99999", "host:port"),
         ("SKILLSVC_DATABASE_URL", "mysql://x", "postgresql://"),
         ("SKILLSVC_SHUTDOWN_GRACE_SECONDS", "-1", "negative"),
         ("SKILLSVC_LOG_LEVEL", "LOUD", "DEBUG"),
+        ("SKILLSVC_MAX_MESSAGE_BYTES", "0", "greater than 0"),
+        ("SKILLSVC_MAX_CONCURRENT_STREAMS", "0", "greater than 0"),
+        ("SKILLSVC_KEEPALIVE_SECONDS", "0", "greater than 0"),
+        ("SKILLSVC_KEEPALIVE_MIN_PING_SECONDS", "-1", "negative"),
+        ("SKILLSVC_MAX_CONNECTION_AGE_SECONDS", "soon", "a number"),
+        ("SKILLSVC_MAX_CONNECTION_AGE_GRACE_SECONDS", "-5", "negative"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, words: str) -> None:

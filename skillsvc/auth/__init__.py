@@ -1,7 +1,8 @@
 """Authentication and authorization (SPEC §7), free of gRPC.
 
 - :func:`build_authenticator` turns the settings into an :class:`Authenticator`
-  (``SKILLSVC_AUTH=none``: the loopback admin; ``jwt``: bearer-token verification);
+  (``SKILLSVC_AUTH=none``: the loopback admin; ``jwt``: bearer-token verification
+  with a :class:`KeySet` that :func:`load_key_set` re-reads on SIGHUP);
 - :func:`authorize` applies the role table :data:`RPC_CAPABILITIES`;
 - :func:`mint_token` makes HS256 tokens for development (``skillsvc token``).
 
@@ -9,9 +10,16 @@ The API layer (``skillsvc.api._auth``) calls these from a server interceptor; th
 tenant rules live in the domain (``skillsvc.core``).
 """
 
-from skillsvc.auth._build import AUTH_MODES, build_authenticator
+from skillsvc.auth._build import AUTH_MODES, build_authenticator, load_key_set
 from skillsvc.auth._command import add_token_parser, token_command
-from skillsvc.auth._keys import MIN_SECRET_BYTES, load_public_key
+from skillsvc.auth._keys import (
+    MIN_SECRET_BYTES,
+    KeySet,
+    VerificationKey,
+    load_public_key,
+    parse_jwks,
+    parse_secrets,
+)
 from skillsvc.auth._policy import (
     ROLE_CAPABILITIES,
     ROLES,
@@ -26,6 +34,7 @@ from skillsvc.auth._tokens import (
     JwtAuthentication,
     NoAuthentication,
     caller_from_claims,
+    check_numeric_dates,
     mint_token,
     parse_ttl,
 )
@@ -39,14 +48,20 @@ __all__ = [
     "Authenticator",
     "Capability",
     "JwtAuthentication",
+    "KeySet",
     "NoAuthentication",
+    "VerificationKey",
     "add_token_parser",
     "authorize",
     "build_authenticator",
     "caller_from_claims",
     "capabilities",
+    "check_numeric_dates",
+    "load_key_set",
     "load_public_key",
     "mint_token",
+    "parse_jwks",
+    "parse_secrets",
     "parse_ttl",
     "policy_table",
     "token_command",

@@ -1,67 +1,94 @@
-"""Building the authenticator from the settings, refusing unsafe combinations."""
+"""Building the authenticator from the settings, and re-reading its keys on SIGHUP.
+
+:class:`~skillsvc.config.Settings` has already checked the values (the mode, the
+loopback rule, that some key is configured); here the key files are read, each
+failure a ConfigError naming its variable.
+"""
 
 from __future__ import annotations
 
-from skillsvc.auth._keys import HS256, PublicKey, check_secret, load_public_key
-from skillsvc.auth._tokens import Authenticator, JwtAuthentication, NoAuthentication
-from skillsvc.config import ConfigError, Settings, is_loopback_address
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
-AUTH_MODES = ("none", "jwt")
+from skillsvc.auth._keys import (
+    KeySet,
+    PublicKey,
+    VerificationKey,
+    check_secret,
+    load_public_key,
+    parse_jwks,
+    parse_secrets,
+    unnamed_keys,
+)
+from skillsvc.auth._tokens import Authenticator, JwtAuthentication, NoAuthentication
+from skillsvc.config import AUTH_MODES, ConfigError, Settings
+
+__all__ = ["AUTH_MODES", "build_authenticator", "load_key_set"]
+
+_T = TypeVar("_T")
+
+
+def _from_file(variable: str, path: Path, parse: Callable[[bytes], _T]) -> _T:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {str(path)!r}: {exc.strerror}") from None
+    try:
+        return parse(data)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
+
+
+def load_key_set(settings: Settings) -> KeySet:
+    """Every verification key the settings name, files read now; ConfigError if unusable."""
+    secrets: list[bytes] = []
+    if settings.jwt_secret:
+        try:
+            secrets.append(check_secret(settings.jwt_secret))
+        except ValueError as exc:
+            raise ConfigError(f"SKILLSVC_JWT_SECRET: {exc}") from None
+    if settings.jwt_secrets_file:
+        secrets += _from_file(
+            "SKILLSVC_JWT_SECRETS_FILE",
+            settings.jwt_secrets_file,
+            lambda data: parse_secrets(data.decode("utf-8", "replace")),
+        )
+    public_key: tuple[PublicKey, tuple[str, ...]] | None = None
+    if settings.jwt_public_key_file:
+        public_key = _from_file(
+            "SKILLSVC_JWT_PUBLIC_KEY_FILE", settings.jwt_public_key_file, load_public_key
+        )
+    named: tuple[VerificationKey, ...] = ()
+    if settings.jwt_jwks_file:
+        named = tuple(
+            _from_file(
+                "SKILLSVC_JWT_JWKS_FILE",
+                settings.jwt_jwks_file,
+                lambda data: parse_jwks(data.decode("utf-8", "replace")),
+            )
+        )
+    keys = KeySet(unnamed=unnamed_keys(secrets, public_key), named=named)
+    if not keys.unnamed and not keys.named:
+        raise ConfigError(
+            "SKILLSVC_AUTH: jwt needs SKILLSVC_JWT_SECRET or SKILLSVC_JWT_SECRETS_FILE "
+            "(HS256), SKILLSVC_JWT_PUBLIC_KEY_FILE (RS256/ES256) or SKILLSVC_JWT_JWKS_FILE"
+        )
+    return keys
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
     """The authenticator ``settings`` describe; ConfigError naming the variable if unusable.
 
-    ``SKILLSVC_AUTH=none`` makes every caller an admin, so it is refused unless the
-    service listens on loopback only, TLS or not: a certificate says who the server
-    is, not who may call it.
+    ``SKILLSVC_AUTH=none`` makes every caller an admin; ``Settings`` already refuses it
+    unless the service listens on loopback only, TLS or not.
     """
-    if settings.auth not in AUTH_MODES:
-        raise ConfigError(f"SKILLSVC_AUTH: must be none or jwt, got {settings.auth!r}")
+    settings.check()
     if settings.auth == "none":
-        if not is_loopback_address(settings.listen_addr):
-            raise ConfigError(
-                "SKILLSVC_AUTH: none (every caller is an admin) is only allowed when "
-                f"SKILLSVC_LISTEN_ADDR is a loopback address, not {settings.listen_addr!r}; "
-                "set SKILLSVC_AUTH=jwt with SKILLSVC_JWT_SECRET or "
-                "SKILLSVC_JWT_PUBLIC_KEY_FILE, or listen on 127.0.0.1"
-            )
         return NoAuthentication()
-
-    def verifying_with(key: bytes | PublicKey, algorithms: tuple[str, ...]) -> Authenticator:
-        return JwtAuthentication(
-            key,
-            algorithms,
-            issuer=settings.jwt_issuer or None,
-            audience=settings.jwt_audience or None,
-            leeway_seconds=settings.jwt_leeway_seconds,
-        )
-
-    if settings.jwt_secret and settings.jwt_public_key_file:
-        raise ConfigError(
-            "SKILLSVC_JWT_SECRET: set either it (HS256) or SKILLSVC_JWT_PUBLIC_KEY_FILE "
-            "(RS256/ES256), not both"
-        )
-    if settings.jwt_secret:
-        try:
-            secret = check_secret(settings.jwt_secret)
-        except ValueError as exc:
-            raise ConfigError(f"SKILLSVC_JWT_SECRET: {exc}") from None
-        return verifying_with(secret, HS256)
-    if settings.jwt_public_key_file:
-        path = settings.jwt_public_key_file
-        try:
-            pem = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"SKILLSVC_JWT_PUBLIC_KEY_FILE: cannot read {str(path)!r}: {exc.strerror}"
-            ) from None
-        try:
-            key, algorithms = load_public_key(pem)
-        except ValueError as exc:
-            raise ConfigError(f"SKILLSVC_JWT_PUBLIC_KEY_FILE: {exc}") from None
-        return verifying_with(key, algorithms)
-    raise ConfigError(
-        "SKILLSVC_AUTH: jwt needs SKILLSVC_JWT_SECRET (HS256) or "
-        "SKILLSVC_JWT_PUBLIC_KEY_FILE (RS256/ES256)"
+    return JwtAuthentication(
+        load_key_set(settings),
+        issuer=settings.jwt_issuer or None,
+        audience=settings.jwt_audience or None,
+        leeway_seconds=settings.jwt_leeway_seconds,
     )

@@ -3,9 +3,11 @@
 Token rules (SPEC §7):
 
 - ``authorization: Bearer <jwt>``, exactly one such header;
-- signed with the configured key, with the one algorithm that key admits (see
-  :mod:`skillsvc.auth._keys`); ``exp`` is required, ``iat``/``nbf`` are checked when
-  present, all with a small leeway for clock skew; ``iss``/``aud`` must match when
+- signed with one of the configured keys (a JWKS key named by the token's ``kid``,
+  else each secret and the public key in turn), with the one algorithm that key
+  admits (see :mod:`skillsvc.auth._keys`); ``exp`` is required, ``iat``/``nbf`` are
+  checked when present, all JSON numbers (RFC 7519 NumericDate) and with a small
+  leeway for clock skew; ``iss``/``aud`` must match when
   configured (and a token carrying an ``aud`` is refused when none is configured);
 - claims: ``sub`` (required, non-empty string), ``tenant`` (required string, empty
   for platform callers: a missing claim is refused rather than read as "platform"),
@@ -18,6 +20,8 @@ Failures raise :class:`~skillsvc.errors.Unauthenticated` with a stable reason:
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -25,7 +29,7 @@ from typing import Any, Final, Protocol
 
 import jwt
 
-from skillsvc.auth._keys import HS256, PublicKey, check_secret
+from skillsvc.auth._keys import HS256, KeySet, VerificationKey, check_secret
 from skillsvc.auth._policy import ROLES
 from skillsvc.core.definitions import MAX_TENANT
 from skillsvc.core.models import ANONYMOUS_ADMIN, Caller
@@ -58,22 +62,30 @@ def _invalid(message: str) -> Unauthenticated:
 
 
 class JwtAuthentication:
-    """``SKILLSVC_AUTH=jwt``: verifies bearer tokens with one key."""
+    """``SKILLSVC_AUTH=jwt``: verifies bearer tokens with a set of keys that may rotate."""
 
     def __init__(
         self,
-        key: bytes | PublicKey,
-        algorithms: tuple[str, ...],
+        keys: KeySet,
         *,
         issuer: str | None = None,
         audience: str | None = None,
         leeway_seconds: float = 30.0,
     ) -> None:
-        self._key = key
-        self._algorithms = list(algorithms)
+        self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+
+    @property
+    def keys(self) -> KeySet:
+        """The keys that verify tokens now."""
+        return self._keys
+
+    def replace_keys(self, keys: KeySet) -> None:
+        """Verify with ``keys`` from now on (SIGHUP); calls in flight are not affected."""
+        # One attribute assignment: a call sees the old set or the new one, never a mix.
+        self._keys = keys
 
     def authenticate(self, authorization: Sequence[str]) -> Caller:
         """Verify the one ``Bearer`` token in ``authorization``."""
@@ -93,10 +105,14 @@ class JwtAuthentication:
     def verify(self, token: str) -> Caller:
         """The caller a token names, or raise Unauthenticated."""
         try:
+            key, signed = self._verify_signature(token)
+            # The times must be JSON numbers (RFC 7519 NumericDate) before PyJWT
+            # compares them, since it would read a numeric string as a number.
+            check_numeric_dates(signed["payload"])
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
+                key.key,
+                algorithms=[key.algorithm],
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
@@ -109,6 +125,47 @@ class JwtAuthentication:
         except (ValueError, TypeError) as exc:  # garbage PyJWT did not classify
             raise _invalid(f"invalid token: {type(exc).__name__}") from None
         return caller_from_claims(claims)
+
+    def _verify_signature(self, token: str) -> tuple[VerificationKey, dict[str, Any]]:
+        """The configured key that signed the token, and PyJWS's decoded parts."""
+        header = jwt.get_unverified_header(token)
+        candidates = self._keys.candidates(header.get("alg"), header.get("kid"))
+        if not candidates:
+            raise _invalid(
+                "invalid token: no configured key verifies its alg/kid "
+                f"({str(header.get('alg'))[:20]!r}, kid {str(header.get('kid'))[:64]!r})"
+            )
+        for key in candidates[:-1]:
+            try:
+                return key, jwt.api_jws.decode_complete(token, key.key, algorithms=[key.algorithm])
+            except jwt.InvalidSignatureError:
+                continue  # another secret of the rotation may have signed it
+        last = candidates[-1]
+        return last, jwt.api_jws.decode_complete(token, last.key, algorithms=[last.algorithm])
+
+
+_NUMERIC_DATES: Final = ("exp", "nbf", "iat")
+
+
+def check_numeric_dates(payload: bytes) -> None:
+    """Refuse ``exp``/``nbf``/``iat`` that are not JSON numbers (RFC 7519 §2 NumericDate).
+
+    ``"exp": "1700000000"``, ``true``, ``null``, ``NaN`` or ``Infinity`` are
+    TOKEN_INVALID, whatever value they spell: a token means exactly what it says.
+    """
+    claims = json.loads(payload)
+    if not isinstance(claims, dict):
+        raise jwt.DecodeError("the payload must be a JSON object")
+    for name in _NUMERIC_DATES:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise jwt.InvalidTokenError(
+                f"the {name} claim must be a JSON number (NumericDate), got {type(value).__name__}"
+            )
+        if not math.isfinite(value):
+            raise jwt.InvalidTokenError(f"the {name} claim must be a finite number")
 
 
 def caller_from_claims(claims: dict[str, Any]) -> Caller:

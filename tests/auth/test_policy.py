@@ -110,6 +110,19 @@ def test_token_command_output_verifies_and_carries_the_claims() -> None:
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
 
 
+def test_token_command_signs_with_the_newest_secret_of_the_secrets_file(tmp_path: Path) -> None:
+    newest = "newest-" + SECRET
+    (tmp_path / "secrets").write_text(f"# rotation: newest first\n{newest}\n{SECRET}\n")
+    result = _token_command(
+        "--sub", "ops", "--role", "admin", SKILLSVC_JWT_SECRETS_FILE=str(tmp_path / "secrets")
+    )
+    assert result.returncode == 0, result.stderr
+    assert jwt.decode(result.stdout.strip(), newest, algorithms=["HS256"])["sub"] == "ops"
+    result = _token_command("--sub", "ops", "--role", "admin")
+    assert result.returncode == 2
+    assert "SKILLSVC_JWT_SECRET: required" in result.stderr
+
+
 def test_token_command_adds_issuer_and_audience() -> None:
     result = _token_command(
         "--sub",

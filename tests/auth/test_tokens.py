@@ -169,6 +169,62 @@ async def test_missing_or_malformed_claims_are_token_invalid(
     await refused(world, bearer(jwt.encode(values, SECRET, "HS256")), "TOKEN_INVALID")
 
 
+_NOW = int(time.time())
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"exp": str(_NOW + 600)},  # a numeric string: PyJWT alone would accept it
+        {"exp": str(_NOW - 600)},  # expired as a string: invalid, not TOKEN_EXPIRED
+        {"exp": f"{_NOW + 600}.5"},
+        {"exp": True},
+        {"exp": None},
+        {"exp": [_NOW + 600]},
+        {"exp": float("nan")},
+        {"exp": float("inf")},
+        {"nbf": str(_NOW - 60)},
+        {"nbf": False},
+        {"iat": str(_NOW)},
+        {"iat": {"seconds": _NOW}},
+    ],
+    # Ids without the times in them: xdist workers must collect the same names.
+    ids=[
+        "exp-numeric-string",
+        "exp-past-numeric-string",
+        "exp-decimal-string",
+        "exp-true",
+        "exp-null",
+        "exp-list",
+        "exp-nan",
+        "exp-infinity",
+        "nbf-numeric-string",
+        "nbf-false",
+        "iat-numeric-string",
+        "iat-object",
+    ],
+)
+async def test_numeric_dates_must_be_json_numbers(world: World, extra: dict[str, Any]) -> None:
+    # RFC 7519 §2: NumericDate is a JSON number. Issue 10, finding 10.
+    message = await refused(
+        world, bearer(jwt.encode(claims(**extra), SECRET, "HS256")), "TOKEN_INVALID"
+    )
+    assert "NumericDate" in message or "finite" in message, message
+
+
+async def test_numeric_dates_may_have_a_fraction(world: World) -> None:
+    now = time.time()
+    token = jwt.encode(claims(iat=now, nbf=now - 1.5, exp=now + 600.25), SECRET, "HS256")
+    await _list(world, bearer(token))
+
+
+async def test_exp_is_still_required(world: World) -> None:
+    values = claims()
+    del values["exp"]
+    message = await refused(world, bearer(jwt.encode(values, SECRET, "HS256")), "TOKEN_INVALID")
+    assert "exp" in message
+
+
 async def test_an_aud_claim_is_refused_when_no_audience_is_configured(world: World) -> None:
     await refused(world, bearer(mint(aud="someone-else")), "TOKEN_INVALID")
 
