@@ -177,6 +177,10 @@ class App:
         """Recover, then serve RPCs and start probing health."""
         await self.listener.start()
         await self.installer.start()
+        # /metrics answers before health says SERVING, so whoever waits for SERVING
+        # can scrape at once.
+        if self.settings.metrics_addr:
+            self._metrics_server = _start_metrics(self.settings.metrics_addr)
         await self.server.start()
         await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.check_health()
@@ -191,8 +195,6 @@ class App:
                 name="health-probe",
             )
         )
-        if self.settings.metrics_addr:
-            self._metrics_server = _start_metrics(self.settings.metrics_addr)
         logger.info("skillsvc serving on %s", self.address)
 
     def reload_keys(self) -> bool:
