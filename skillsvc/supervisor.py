@@ -26,9 +26,10 @@ The service is CPU-bound in one event loop, so one process uses one core. With
    once all have exited 0 (1 otherwise), after stopping the embedded PostgreSQL;
    SIGHUP is passed on too, and changes nothing in the supervisor.
 
-The supervisor creates no gRPC object (the settings check imports the module, which is
-harmless: workers are fresh interpreters, not forks) and holds no database connection
-while serving.
+The supervisor imports no gRPC (workers are fresh interpreters anyway, not forks) and
+holds no database connection while serving. It reads the key and certificate files
+once before starting anything, so a bad one stops ``serve`` with exit code 2 as in a
+single process (workers read them again as they build their servers).
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        _check_security_files(self._settings)
         try:
             reservation, address = reserve_address(self._settings.listen_addr)
         except CannotListen as exc:
@@ -348,6 +350,20 @@ def _describe_exit(code: int) -> str:
     if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
+
+
+def _check_security_files(settings: Settings) -> None:
+    """Read the key and certificate files once, before anything starts.
+
+    Each worker reads them again as it builds its server; this makes a bad file stop
+    ``serve`` at once, with the ConfigError (exit code 2) of a single process, instead
+    of after PostgreSQL and a worker have started.
+    """
+    from skillsvc.auth import build_authenticator
+    from skillsvc.tls import load_server_tls
+
+    build_authenticator(settings)
+    load_server_tls(settings)
 
 
 async def _migrate(url: str) -> None:
