@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from skillsvc import __version__
-from skillsvc.config import Settings
+from skillsvc.config import ConfigError, Settings
+from skillsvc.errors import SkillsvcError
 
 logger = logging.getLogger("skillsvc.supervisor")
 
@@ -61,6 +62,9 @@ STEADY_SECONDS = 60.0
 """A worker that ran this long before dying restarts after the initial delay again."""
 KILL_MARGIN_SECONDS = 30.0
 """After a stop signal, workers still running this long past the grace period are killed."""
+
+
+_LISTEN_VAR = "SKILLSVC_LISTEN_ADDR"
 
 
 class CannotListen(OSError):
@@ -82,7 +86,7 @@ def reserve_address(listen_addr: str) -> tuple[socket.socket, str]:
             host.strip("[]") or None, int(port_text), type=socket.SOCK_STREAM
         )[0]
     except OSError as exc:
-        raise CannotListen(f"cannot listen on {listen_addr}: {exc}") from exc
+        raise CannotListen(f"cannot listen on {listen_addr} ({_LISTEN_VAR}): {exc}") from exc
     sock = socket.socket(family, kind, proto)
     try:
         if sockaddr[1] != 0:
@@ -96,7 +100,9 @@ def reserve_address(listen_addr: str) -> tuple[socket.socket, str]:
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
-        raise CannotListen(f"cannot listen on {listen_addr}: {exc.strerror or exc}") from exc
+        raise CannotListen(
+            f"cannot listen on {listen_addr} ({_LISTEN_VAR}): {exc.strerror or exc}"
+        ) from exc
     return sock, f"{host}:{sock.getsockname()[1]}"
 
 
@@ -154,7 +160,13 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
-        _check_security_files(self._settings)
+        try:
+            # The key and certificate files are read here first, so a bad one is one
+            # line and exit 2 before any worker starts (each worker reads them again).
+            _check_security_files(self._settings)
+        except ConfigError as exc:
+            print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
+            return 2
         try:
             reservation, address = reserve_address(self._settings.listen_addr)
         except CannotListen as exc:
@@ -170,8 +182,8 @@ class Supervisor:
                     metrics_server = _serve_metrics(self._settings.metrics_addr, self._metrics_dir)
                 except OSError as exc:
                     print(
-                        f"skillsvc: cannot serve metrics on {self._settings.metrics_addr}: "
-                        f"{exc.strerror or exc}",
+                        f"skillsvc: cannot listen on {self._settings.metrics_addr} "
+                        f"(SKILLSVC_METRICS_ADDR): {exc.strerror or exc}",
                         file=sys.stderr,
                     )
                     return 2
@@ -181,7 +193,13 @@ class Supervisor:
 
                 embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
                 url = embedded.url
-            await _migrate(url)
+            try:
+                await _migrate(url)
+            except SkillsvcError as exc:
+                # Unreachable or refusing database: one line and exit 2, like a bad
+                # setting (the message names the URL without its password).
+                print(f"skillsvc: {exc.message}", file=sys.stderr)
+                return 2
             self._worker_env = {
                 **self._environ,
                 "SKILLSVC_DATABASE_URL": url,

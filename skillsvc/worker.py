@@ -91,13 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s %(name)s [worker {args.index}]: %(message)s",
         stream=sys.stderr,
     )
+    # A worker that cannot start (a key file, the address, the database) says why in
+    # one line and exits 2 like `skillsvc serve`; the supervisor passes the code on
+    # when its first worker cannot start.
     try:
         return asyncio.run(run(settings, args.ready_fd))
     except SkillsvcError as exc:
         print(f"skillsvc: {exc.message}", file=sys.stderr)
-        return 1
-    except ConfigError as exc:  # a key or certificate file the server could not use
-        # Exit code 2, which the supervisor passes on when its first worker cannot start.
+        return 2
+    except ConfigError as exc:
         print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
         return 2
 

@@ -351,7 +351,7 @@ async def test_a_worker_that_keeps_dying_is_restarted_ever_later(serve, db_url: 
         ("SKILLSVC_LISTEN_ADDR", False, "cannot listen on"),
         # gRPC servers set SO_REUSEPORT by default: the supervisor must not join them.
         ("SKILLSVC_LISTEN_ADDR", True, "cannot listen on"),
-        ("SKILLSVC_METRICS_ADDR", False, "cannot serve metrics on"),
+        ("SKILLSVC_METRICS_ADDR", False, "cannot listen on"),
     ],
     ids=["grpc", "grpc-reuseport", "metrics"],
 )
