@@ -263,14 +263,23 @@ class App:
         for result in results:
             if isinstance(result, BaseException):
                 logger.warning("stopping failed", exc_info=result)
-        await self.listener.stop()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-        await self.db.close()
+        for name, step in (
+            ("the LISTEN connection", self.listener.stop),
+            ("the metrics endpoint", self._stop_metrics),
+            ("the connection pool", self.db.close),
+        ):
+            try:
+                await step()
+            except Exception:
+                logger.warning("could not close %s", name, exc_info=True)
         if self.embedded is not None:
             await self.embedded.stop()
         logger.info("skillsvc stopped")
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
 
 
 def _cannot_listen(addr: str, why: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> Unavailable:

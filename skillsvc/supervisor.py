@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from skillsvc import __version__
-from skillsvc.config import Settings
+from skillsvc.config import ConfigError, Settings
 from skillsvc.errors import SkillsvcError
 
 logger = logging.getLogger("skillsvc.supervisor")
@@ -159,6 +159,15 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        try:
+            # The key and certificate files are read here first, so a bad one is one
+            # line and exit 2 before any worker starts (each worker reads them again).
+            from skillsvc.server import build_security
+
+            build_security(self._settings)
+        except ConfigError as exc:
+            print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
+            return 2
         try:
             reservation, address = reserve_address(self._settings.listen_addr)
         except CannotListen as exc:

@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return asyncio.run(run(settings, args.ready_fd))
+    except ConfigError as exc:
+        print(f"skillsvc worker {args.index}: {exc}", file=sys.stderr)
+        return 2
     except SkillsvcError as exc:
         print(f"skillsvc worker {args.index}: {exc.message}", file=sys.stderr)
         return 1

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.processes import child_env, free_port
 
@@ -110,3 +113,11 @@ async def test_ci_runs_the_second_pass_on_the_machine_server(
         f"make pytest SKILLSVC_TEST_DATABASE_URL={pg_server_url}",
     ]
     assert f"pass 2: pytest on the machine's PostgreSQL {major}." in out
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_ci_scripts_pass_shellcheck() -> None:
+    result = subprocess.run(
+        ["shellcheck", ".ci/run", ".ci/machine-pg"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout

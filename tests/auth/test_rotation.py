@@ -92,6 +92,8 @@ async def test_sighup_rotates_keys_without_a_restart(serve, db_url: str, tmp_pat
         SKILLSVC_JWT_SECRETS_FILE=str(secrets_file),
         SKILLSVC_JWT_JWKS_FILE=str(jwks_file),
         SKILLSVC_JWT_LEEWAY_SECONDS="0",
+        # One process, so "the log says reloaded" means every call sees the new keys.
+        SKILLSVC_WORKERS="1",
     )
     await served.wait_serving()
     pid = served.proc.pid
@@ -141,4 +143,13 @@ async def test_sighup_rotates_keys_without_a_restart(serve, db_url: str, tmp_pat
 
     # The same process all along, and it still stops cleanly.
     assert served.proc.pid == pid
+    assert await served.terminate() == 0
+
+
+async def test_sighup_without_jwt_changes_nothing(serve, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    # SIGHUP's default action would kill the process: it must be handled in every mode.
+    served = await serve(SKILLSVC_DATABASE_URL=db_url, SKILLSVC_WORKERS="1")
+    await served.wait_serving()
+    await _sighup_and_wait(served, "SIGHUP: no keys to reload")
+    await served.wait_serving()
     assert await served.terminate() == 0

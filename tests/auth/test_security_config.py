@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -89,6 +90,38 @@ _BAD_JWKS: list[tuple[str, object, str]] = [
     ("enc", {"keys": [{**_oct("k1", b"x" * 32), "use": "enc"}]}, "use must be sig"),
     ("bad-alg", {"keys": [{**_oct("k1", b"x" * 32), "alg": "RS256"}]}, "key 'k1'"),
     ("okp", {"keys": [{"kty": "OKP", "kid": "k1", "crv": "Ed25519", "x": "AA"}]}, "kty"),
+    (
+        "private",
+        {
+            "keys": [
+                {
+                    **json.loads(
+                        pyjwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()))
+                    ),
+                    "kid": "k1",
+                }
+            ]
+        },
+        "key 'k1': holds a private key",
+    ),
+    (
+        "rsa-1024",
+        {
+            "keys": [
+                {
+                    **json.loads(
+                        pyjwt.algorithms.RSAAlgorithm.to_jwk(
+                            rsa.generate_private_key(
+                                public_exponent=65537, key_size=1024
+                            ).public_key()
+                        )
+                    ),
+                    "kid": "small",
+                }
+            ]
+        },
+        "key 'small': RSA keys need at least 2048 bits",
+    ),
 ]
 
 
