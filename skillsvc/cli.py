@@ -27,7 +27,7 @@ from skillsvc.auth import add_token_parser, token_command
 from skillsvc.config import ConfigError, Settings, config_table
 from skillsvc.errors import SkillsvcError
 from skillsvc.healthcheck import add_healthcheck_parser, healthcheck_command
-from skillsvc.logs import configure_logging
+from skillsvc.logs import announce_serving, configure_logging
 
 logger = logging.getLogger("skillsvc")
 
@@ -72,8 +72,7 @@ async def _serve_traced(settings: Settings) -> int:
     except SkillsvcError as exc:
         await app.stop(0)
         return _cannot_start(exc)
-    if settings.log_format == "text":  # JSON logs stay one object per line
-        print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
+    announce_serving(__version__, app.address, settings.log_format)
     await stop.wait()
     logger.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
     await app.stop()

@@ -51,6 +51,7 @@ from typing import Any
 from skillsvc import __version__
 from skillsvc.config import ConfigError, Settings
 from skillsvc.errors import SkillsvcError
+from skillsvc.logs import announce_serving
 
 logger = logging.getLogger("skillsvc.supervisor")
 
@@ -247,7 +248,7 @@ class Supervisor:
             self._stop.set()
             self._forward()
         elif not self._stopping:
-            print(f"skillsvc {__version__} serving on {address}", file=sys.stderr, flush=True)
+            announce_serving(__version__, address, self._settings.log_format)
             logger.info(
                 "%d workers (pids %s) serving on %s",
                 len(self._slots),
