@@ -114,8 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in runbook.RUNNERS:
             return asyncio.run(runbook.run(settings, args))
         if args.command == "serve" and settings.workers > 1:
+            from skillsvc.server import build_security
             from skillsvc.supervisor import supervise
 
+            build_security(settings)  # a bad key or certificate file stops here, exit 2
             return asyncio.run(supervise(settings, os.environ))
         runner = {"serve": _serve, "migrate": _migrate}[args.command]
         return asyncio.run(runner(settings))

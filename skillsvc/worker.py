@@ -62,6 +62,7 @@ async def run(settings: Settings, ready_fd: int) -> int:
     loop.add_signal_handler(signal.SIGHUP, logger.info, "SIGHUP: nothing to reload")
     configure_tracing(os.environ)
     app = await build_server(settings, run_migrations=False, reuse_port=True)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_keys)  # key rotation (SPEC §7)
     await app.start()
     os.write(ready_fd, f"{app.port}\n".encode())
     os.close(ready_fd)
@@ -94,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SkillsvcError as exc:
         print(f"skillsvc worker {args.index}: {exc.message}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # a key or certificate file changed since the supervisor read it
+        print(f"skillsvc worker {args.index}: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
