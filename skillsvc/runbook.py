@@ -216,10 +216,14 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Open the database and the store, run the command, close everything."""
     from skillsvc.server import open_database
 
-    db, embedded = await open_database(settings)
+    # restore checks that its targets are empty before it changes anything, so it
+    # must not migrate the database or create the store's directories first.
+    restoring = args.command == "restore"
+    db, embedded = await open_database(settings, run_migrations=not restoring)
     try:
         store = Store(settings.store_root)
-        store.init()
+        if not restoring:
+            store.init()
         return await RUNNERS[args.command](settings, args, db, store)
     finally:
         await db.close()

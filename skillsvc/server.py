@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +107,11 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 async def open_database(
     settings: Settings, *, run_migrations: bool = True
 ) -> tuple[Database, EmbeddedPostgres | None]:
-    """Connect to ``SKILLSVC_DATABASE_URL``, or start the embedded server; migrate."""
+    """Connect to ``SKILLSVC_DATABASE_URL``, or start the embedded server; migrate.
+
+    ``run_migrations=False`` leaves the schema alone (``restore`` must find the target
+    exactly as the operator left it when it refuses).
+    """
     embedded = None
     url = settings.database_url
     if url is None:
@@ -257,21 +263,74 @@ class App:
         for result in results:
             if isinstance(result, BaseException):
                 logger.warning("stopping failed", exc_info=result)
-        await self.listener.stop()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-        await self.db.close()
+        for name, step in (
+            ("the LISTEN connection", self.listener.stop),
+            ("the metrics endpoint", self._stop_metrics),
+            ("the connection pool", self.db.close),
+        ):
+            try:
+                await step()
+            except Exception:
+                logger.warning("could not close %s", name, exc_info=True)
         if self.embedded is not None:
             await self.embedded.stop()
         logger.info("skillsvc stopped")
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+
+
+def _cannot_listen(addr: str, why: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> Unavailable:
+    return Unavailable(f"cannot listen on {addr} ({variable}): {why}", reason="LISTEN_FAILED")
+
+
+def check_listen_address(addr: str, variable: str = "SKILLSVC_LISTEN_ADDR") -> None:
+    """Raise ``Unavailable`` naming the cause unless ``addr`` can be listened on now.
+
+    gRPC binds with SO_REUSEPORT, so a second ``skillsvc serve`` on a port another one
+    already serves would silently share it, and any other bind failure comes back as
+    a bare "Failed to bind". A bind without SO_REUSEPORT fails on any listener already
+    there, with the system's reason (SO_REUSEADDR, as gRPC sets too, so connections
+    of a just-stopped server in TIME_WAIT do not count). Port 0 needs no check.
+    Checked before anything starts, so a taken address costs no database start-up.
+    """
+    host, _, port_text = addr.rpartition(":")
+    host = host.strip("[]")
+    if port_text == "0":
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, int(port_text), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise _cannot_listen(addr, str(exc), variable) from exc
+    failures: list[OSError] = []
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                failures.append(exc)
+    # A listener on any of the addresses is a conflict; an address family the host
+    # lacks (``localhost`` → ::1 without IPv6) is not, as long as one address binds.
+    in_use = [e for e in failures if e.errno == errno.EADDRINUSE]
+    if in_use or (failures and len(failures) == len(infos)):
+        first = (in_use or failures)[0]
+        raise _cannot_listen(addr, first.strerror or str(first), variable) from first
 
 
 def _start_metrics(addr: str) -> Any:
     from prometheus_client import start_http_server
 
     host, _, port = addr.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+    try:
+        server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on {addr} (SKILLSVC_METRICS_ADDR): {exc.strerror or exc}",
+            reason="LISTEN_FAILED",
+        ) from exc
     return server
 
 
@@ -346,10 +405,17 @@ async def build_server(
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        if tls is None:
-            port = server.add_insecure_port(settings.listen_addr)
-        else:
-            port = server.add_secure_port(settings.listen_addr, server_credentials(tls))
+        try:
+            if tls is None:
+                port = server.add_insecure_port(settings.listen_addr)
+            else:
+                port = server.add_secure_port(settings.listen_addr, server_credentials(tls))
+        except RuntimeError as exc:
+            # grpc says only "Failed to bind"; check_listen_address names the cause
+            # first in the common case, this covers a port taken in between.
+            raise _cannot_listen(
+                settings.listen_addr, "cannot bind (in use, not a local address, or not allowed)"
+            ) from exc
     except BaseException:
         await db.close()
         if embedded is not None:

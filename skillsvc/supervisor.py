@@ -26,9 +26,10 @@ The service is CPU-bound in one event loop, so one process uses one core. With
    once all have exited 0 (1 otherwise), after stopping the embedded PostgreSQL;
    SIGHUP is passed on too, and changes nothing in the supervisor.
 
-The supervisor creates no gRPC object (the settings check imports the module, which is
-harmless: workers are fresh interpreters, not forks) and holds no database connection
-while serving.
+The supervisor imports no gRPC (workers are fresh interpreters anyway, not forks) and
+holds no database connection while serving. It reads the key and certificate files
+once before starting anything, so a bad one stops ``serve`` with exit code 2 as in a
+single process (workers read them again as they build their servers).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from skillsvc import __version__
-from skillsvc.config import Settings
+from skillsvc.config import ConfigError, Settings
+from skillsvc.errors import SkillsvcError
 
 logger = logging.getLogger("skillsvc.supervisor")
 
@@ -60,6 +62,9 @@ STEADY_SECONDS = 60.0
 """A worker that ran this long before dying restarts after the initial delay again."""
 KILL_MARGIN_SECONDS = 30.0
 """After a stop signal, workers still running this long past the grace period are killed."""
+
+
+_LISTEN_VAR = "SKILLSVC_LISTEN_ADDR"
 
 
 class CannotListen(OSError):
@@ -81,7 +86,7 @@ def reserve_address(listen_addr: str) -> tuple[socket.socket, str]:
             host.strip("[]") or None, int(port_text), type=socket.SOCK_STREAM
         )[0]
     except OSError as exc:
-        raise CannotListen(f"cannot listen on {listen_addr}: {exc}") from exc
+        raise CannotListen(f"cannot listen on {listen_addr} ({_LISTEN_VAR}): {exc}") from exc
     sock = socket.socket(family, kind, proto)
     try:
         if sockaddr[1] != 0:
@@ -95,7 +100,9 @@ def reserve_address(listen_addr: str) -> tuple[socket.socket, str]:
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
-        raise CannotListen(f"cannot listen on {listen_addr}: {exc.strerror or exc}") from exc
+        raise CannotListen(
+            f"cannot listen on {listen_addr} ({_LISTEN_VAR}): {exc.strerror or exc}"
+        ) from exc
     return sock, f"{host}:{sock.getsockname()[1]}"
 
 
@@ -168,6 +175,13 @@ class Supervisor:
             loop.add_signal_handler(signum, self._on_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         try:
+            # The key and certificate files are read here first, so a bad one is one
+            # line and exit 2 before any worker starts (each worker reads them again).
+            _check_security_files(self._settings)
+        except ConfigError as exc:
+            print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
+            return 2
+        try:
             reservation, address = reserve_address(self._settings.listen_addr)
         except CannotListen as exc:
             print(f"skillsvc: {exc}", file=sys.stderr)
@@ -182,8 +196,8 @@ class Supervisor:
                     metrics_server = _serve_metrics(self._settings.metrics_addr, self._metrics_dir)
                 except OSError as exc:
                     print(
-                        f"skillsvc: cannot serve metrics on {self._settings.metrics_addr}: "
-                        f"{exc.strerror or exc}",
+                        f"skillsvc: cannot listen on {self._settings.metrics_addr} "
+                        f"(SKILLSVC_METRICS_ADDR): {exc.strerror or exc}",
                         file=sys.stderr,
                     )
                     return 2
@@ -193,7 +207,13 @@ class Supervisor:
 
                 embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
                 url = embedded.url
-            await _migrate(url)
+            try:
+                await _migrate(url)
+            except SkillsvcError as exc:
+                # Unreachable or refusing database: one line and exit 2, like a bad
+                # setting (the message names the URL without its password).
+                print(f"skillsvc: {exc.message}", file=sys.stderr)
+                return 2
             self._worker_env = {
                 **self._environ,
                 "SKILLSVC_DATABASE_URL": url,
@@ -367,6 +387,20 @@ def _describe_exit(code: int) -> str:
     if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
+
+
+def _check_security_files(settings: Settings) -> None:
+    """Read the key and certificate files once, before anything starts.
+
+    Each worker reads them again as it builds its server; this makes a bad file stop
+    ``serve`` at once, with the ConfigError (exit code 2) of a single process, instead
+    of after PostgreSQL and a worker have started.
+    """
+    from skillsvc.auth import build_authenticator
+    from skillsvc.tls import load_server_tls
+
+    build_authenticator(settings)
+    load_server_tls(settings)
 
 
 async def _migrate(url: str) -> None:

@@ -25,9 +25,9 @@ from skillsvc.config import Settings
 from skillsvc.db import EmbeddedPostgres, migrate
 from skillsvc.server import App, build_server
 from skillsvc.v1 import skill_service_pb2_grpc
-from tests.processes import serve
+from tests.processes import embedded_data_dir, serve
 
-__all__ = ["serve"]  # a fixture for every test module
+__all__ = ["embedded_data_dir", "serve"]  # fixtures for every test module
 
 
 def _with_database(url: str, name: str) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -114,3 +116,15 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Served]
         if served.proc.returncode is None:
             served.proc.kill()
             await served.proc.wait()
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data dir for an embedded PostgreSQL started by a child, outside basetemp.
+
+    pytest resets its basetemp tree to mode 0700 whenever another pytest run starts
+    (other runs share the machine), which locks out the server's own (non-root) user.
+    """
+    base = Path(tempfile.mkdtemp(prefix="skillsvc-test-data-"))
+    yield base / "data"
+    shutil.rmtree(base, ignore_errors=True)

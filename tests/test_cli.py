@@ -57,8 +57,10 @@ async def test_two_replicas_start_at_once_on_one_empty_database(serve, empty_db_
     assert await second.terminate() == 0
 
 
-async def test_embedded_default_keeps_definitions_across_restarts(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    data = tmp_path / "embedded-data"
+async def test_embedded_default_keeps_definitions_across_restarts(
+    serve, embedded_data_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    data = embedded_data_dir
     served = await serve(SKILLSVC_DATA_DIR=str(data))
     await served.wait_serving()
     await _create(served.address, "kept")

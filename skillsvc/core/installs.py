@@ -16,6 +16,18 @@ links reconciled with the database, which is the source of truth).
 
 Versions are serialised per skill by a transaction-scoped advisory lock; a version
 held by a live install is not taken by a second one (ABORTED).
+
+Faults lose nothing (SPEC §4):
+
+- Admission: a place among ``max_concurrent + max_queued`` is taken before an upload's
+  bytes are read and given back when the install ends or fails.
+- Shutdown: staging is removed only after every upload still arriving and every
+  install has ended; past the grace they are cancelled, and a cancellation waits for
+  the worker thread it interrupts (and for a commit to finish) before cleaning up.
+- A failure the database cannot record (an outage) stays in memory with its staging
+  directory; the heartbeat settles it (archive kept, version released, FAILED
+  recorded) as soon as the database answers again.
+- Recovery after a crash keeps an upload that had arrived whole, as a failure does.
 """
 
 from __future__ import annotations
@@ -281,28 +293,31 @@ async def _blocking(func: Callable[..., T], *args: Any) -> T:
     fails with "Directory not empty", a commit finishing after its cleanup leaves an
     orphan blob).
     """
-    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # seen: the cancellation is what the caller gets
-        raise
+    return await _uncancellable(asyncio.to_thread(func, *args))
 
 
 async def _uncancellable(work: Awaitable[T]) -> T:
-    """Await ``work`` to its end even if the caller is cancelled meanwhile, then re-raise."""
+    """Await ``work`` to its end even if the caller is cancelled meanwhile, then re-raise.
+
+    Unlike ``asyncio.shield`` alone, a second cancellation (the server's and the
+    installer's at the end of a shutdown grace) does not return before ``work`` ends.
+    """
     task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if task.done():
-            raise
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()
-        raise
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                if task.cancelled():
+                    raise
+                task.exception()  # seen: the cancellation is what the caller gets
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 @dataclass(frozen=True)
@@ -391,13 +406,15 @@ class Installer:
         self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        interrupted: set[asyncio.Task[Any]] = set()
         while busy := self._accepting | self._tasks:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 # Interrupted installs end FAILED "interrupted", their whole archives
-                # kept for Retry (see _fail).
-                for task in busy:
+                # kept for Retry (see _fail). Each is cancelled once.
+                for task in busy - interrupted:
                     task.cancel()
+                interrupted |= busy
             await asyncio.wait(
                 busy, timeout=max(remaining, 0) or None, return_when=asyncio.FIRST_COMPLETED
             )
@@ -654,7 +671,7 @@ class Installer:
                 self._store.new_work_dir, self.instance_id, op.operation_id
             )
         except BaseException as exc:
-            await asyncio.shield(self._fail(op, exc, None, started=started))
+            await _uncancellable(self._fail(op, exc, None, started=started))
             raise
         claimed = False
         spooled: Spooled | None = None
@@ -695,10 +712,10 @@ class Installer:
             cause: BaseException = asyncio.CancelledError()
             if not self._stopping:
                 cause = Cancelled("the client cancelled the upload")
-            await asyncio.shield(self._fail(op, cause, work, started=started, spooled=spooled))
+            await _uncancellable(self._fail(op, cause, work, started=started, spooled=spooled))
             raise
         except BaseException as exc:
-            await asyncio.shield(self._fail(op, exc, work, started=started, spooled=spooled))
+            await _uncancellable(self._fail(op, exc, work, started=started, spooled=spooled))
             raise
         task = asyncio.create_task(
             self._run(_Job(op, req, work, spooled, claimed=claimed, started=started)),
@@ -857,6 +874,17 @@ class Installer:
         agree with them; ``activate`` and ``request_id`` do not apply.
         """
         check_request(req, skill_id_required=False, what="validate request")
+        # Uses staging like an upload: a shutdown waits for it before removing staging.
+        this = asyncio.current_task()
+        if this is not None:
+            self._accepting.add(this)
+        try:
+            return await self._validate(req, chunks)
+        finally:
+            if this is not None:
+                self._accepting.discard(this)
+
+    async def _validate(self, req: InstallRequest, chunks: AsyncIterator[bytes] | None) -> Report:
         work = await asyncio.to_thread(
             self._store.new_work_dir, self.instance_id, f"validate-{uuid.uuid4().hex}"
         )
@@ -918,7 +946,7 @@ class Installer:
             async with self._slots:
                 await self._pipeline(job)
         except BaseException as exc:
-            await asyncio.shield(
+            await _uncancellable(
                 self._fail(job.op, exc, job.work, started=job.started, spooled=job.spooled)
             )
             if not isinstance(exc, Exception):
@@ -968,9 +996,12 @@ class Installer:
                 max_versions_per_skill=self._settings.max_versions_per_skill,
             )
             version = assigned.version
+            if not assigned.identical:
+                self._claims[op.operation_id] = version
             if assigned.identical:
                 await self._reinstall(op, version, spooled, work, started=started)
                 return
+            self._claims[op.operation_id] = version  # as _claim does
         elif not job.claimed:
             claim = await self._claim(op, version)
             if claim.kind == "ready":

@@ -16,6 +16,7 @@ from typing import Any
 from skillsvc.core.models import OperationType
 from skillsvc.db import Database
 from skillsvc.db._maintenance import Maintenance, ReadyPackage
+from skillsvc.errors import NotFound
 from skillsvc.store import Store
 from skillsvc.validation import Limits, validate_archive
 
@@ -199,8 +200,15 @@ async def gc(
 
 
 async def history(db: Database, skill_id: str, limit: int) -> list[dict[str, Any]]:
-    """A skill's recent operations, newest first, with outcomes and reasons."""
-    return await Maintenance(db.pool).history(skill_id, limit)
+    """A skill's recent operations, newest first, with outcomes and reasons.
+
+    ``NotFound`` when the skill has neither a definition nor any operation, so a
+    mistyped id is an error rather than an empty history.
+    """
+    rows = await Maintenance(db.pool).history(skill_id, limit)
+    if not rows and await db.repo.get_definition(skill_id, visible_to=None) is None:
+        raise NotFound(f"no skill {skill_id!r} and no operations recorded for it")
+    return rows
 
 
 async def status(db: Database, store: Store, *, window: float = DAY_SECONDS) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -19,6 +20,7 @@ from skillsvc.db._repository import (
     Repository,
     translate_errors,
 )
+from skillsvc.errors import Unavailable
 
 __all__ = [
     "PROGRESS_CHANNEL",
@@ -35,21 +37,51 @@ __all__ = [
     "holds_skills",
     "load_migrations",
     "migrate",
+    "redact_url",
     "schema_version",
     "server_major",
     "translate_errors",
 ]
 
 
+def redact_url(url: str) -> str:
+    """``url`` without its password, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
+async def _first_connection(url: str) -> asyncpg.Connection:
+    # The first connection says whether the configured database can be used at all:
+    # a refusal here (unreachable, bad credentials, no such database) is a start-up
+    # failure named once, not the per-request "retry later" of translate_errors.
+    try:
+        return await asyncpg.connect(url)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise Unavailable(
+            f"cannot connect to PostgreSQL at {redact_url(url)}: {exc}",
+            reason="DATABASE_UNREACHABLE",
+        ) from exc
+
+
 async def connect(url: str, *, pool_size: int, run_migrations: bool = True) -> Database:
-    """Open a pool on ``url`` after applying pending migrations."""
+    """Open a pool on ``url`` after applying pending migrations.
+
+    Raises ``Unavailable`` (reason ``DATABASE_UNREACHABLE``, the URL without its
+    password in the message) when the database cannot be reached or refuses us.
+    """
+    conn = await _first_connection(url)
     with translate_errors():
         if run_migrations:
-            conn = await asyncpg.connect(url)
             try:
                 await migrate(conn)
             finally:
                 await conn.close()
+        else:
+            await conn.close()
         pool = await asyncpg.create_pool(
             url,
             min_size=1,

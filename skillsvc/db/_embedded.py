@@ -54,9 +54,17 @@ class EmbeddedPostgres:
         return cls(pgdata=pgdata, url=url, _server=server)
 
     async def stop(self) -> None:
-        """Stop the server if this process is the last one using it."""
+        """Stop the server if this process is the last one using it.
+
+        An operator command run beside ``skillsvc serve`` attaches to the server that
+        ``serve`` started and leaves it running; only a real stop is logged as one.
+        """
         await asyncio.to_thread(self._server.cleanup)
-        logger.info("embedded PostgreSQL stopped (pid %d)", os.getpid())
+        # PostgreSQL removes postmaster.pid when it stops.
+        if (self.pgdata / "postmaster.pid").exists():
+            logger.debug("embedded PostgreSQL left running for the processes still using it")
+        else:
+            logger.info("embedded PostgreSQL stopped (pid %d)", os.getpid())
 
     @staticmethod
     def tools_dir() -> Path:

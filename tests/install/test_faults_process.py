@@ -65,6 +65,8 @@ async def test_sigterm_lets_trickling_uploads_finish_with_their_installs(
 ) -> None:
     env = {
         "SKILLSVC_DATABASE_URL": db_url,
+        # One process: the signal and the kill reach the process that serves.
+        "SKILLSVC_WORKERS": "1",
         "SKILLSVC_DATA_DIR": str(tmp_path / "long"),
         "SKILLSVC_SHUTDOWN_GRACE_SECONDS": "60",
     }
@@ -108,6 +110,8 @@ async def test_sigterm_with_a_short_grace_interrupts_cleanly_and_keeps_whole_arc
 ) -> None:
     env = {
         "SKILLSVC_DATABASE_URL": db_url,
+        # One process: the signal and the kill reach the process that serves.
+        "SKILLSVC_WORKERS": "1",
         "SKILLSVC_DATA_DIR": str(tmp_path / "short"),
         "SKILLSVC_SHUTDOWN_GRACE_SECONDS": "1",
         "SKILLSVC_MAX_CONCURRENT_INSTALLS": "1",
@@ -159,6 +163,8 @@ async def test_kill_9_after_the_upload_arrived_then_retry_succeeds(
 ) -> None:
     env = {
         "SKILLSVC_DATABASE_URL": db_url,
+        # One process: the signal and the kill reach the process that serves.
+        "SKILLSVC_WORKERS": "1",
         "SKILLSVC_DATA_DIR": str(tmp_path / "crash"),
         "SKILLSVC_MAX_CONCURRENT_INSTALLS": "1",
         "SKILLSVC_URL_ALLOW_PRIVATE": "true",

@@ -233,3 +233,23 @@ async def test_amplification_archives_are_refused(
     assert error_codes(failure_report(final)) == {code}
     assert not any((app.store.root / "staging").glob("*/*"))
     assert not any(p.is_file() for p in (app.store.root / "packages").rglob("*"))
+
+
+async def test_assignment_respects_the_version_quota(make_app, db: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+    app: App = await make_app(max_versions_per_skill=1)
+    skill = ANTHROPIC_STYLE
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        stub = skill_service_pb2_grpc.SkillServiceStub(channel)
+        await create_skill(stub, skill.name)
+        first, _ = await install_and_wait(stub, skill.name, skill.archive())
+        assert first.version == "1.0.0"
+        # New content needs a new version: past the quota, the install fails and
+        # leaves no claim behind.
+        refused, _ = await install_and_wait(stub, skill.name, skill.archive({"n.md": b"n"}))
+        assert refused.state == FAILED
+        assert refused.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], refused.error
+        rows = await db.fetch("SELECT version, state FROM skill_packages ORDER BY version")
+        assert [tuple(r) for r in rows] == [("1.0.0", "READY")]
+        # The same bytes again are not a new version.
+        again, _ = await install_and_wait(stub, skill.name, skill.archive())
+        assert (again.state, again.version) == (OK, "1.0.0")
