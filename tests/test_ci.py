@@ -65,14 +65,21 @@ async def test_machine_pg_prints_the_version_of_a_server_that_answers(pg_server_
 
 
 def _fake_make(tmp_path: Path) -> tuple[Path, Path]:
+    """``make`` that records its arguments; ``npm``, ``node`` and ``shellcheck`` that do
+    nothing (the Node client's step and the tool installs are not what is tested)."""
     bin_dir, log = tmp_path / "bin", tmp_path / "make.log"
     bin_dir.mkdir()
-    make = bin_dir / "make"
-    make.write_text(
-        f'#!/bin/sh\necho "make $* SKILLSVC_TEST_DATABASE_URL=${{SKILLSVC_TEST_DATABASE_URL:-}}"'
-        f" >> {log}\n"
-    )
-    make.chmod(make.stat().st_mode | stat.S_IEXEC)
+    scripts = {
+        "make": 'echo "make $* SKILLSVC_TEST_DATABASE_URL=${SKILLSVC_TEST_DATABASE_URL:-}"'
+        f" >> {log}",
+        "npm": "echo 10.0.0",
+        "node": "echo v20.0.0",
+        "shellcheck": "exit 0",
+    }
+    for name, body in scripts.items():
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return bin_dir, log
 
 
