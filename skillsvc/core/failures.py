@@ -1,18 +1,16 @@
-"""What an install failure is recorded as: the one mapping from an exception to a stored error."""
+"""What a failure is recorded as: the one mapping from an exception to a stored error."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from skillsvc.core.models import (
     OperationError,
 )
 from skillsvc.core.reports import report_details
-from skillsvc.errors import (
-    ResourceExhausted,
-    SkillsvcError,
-)
+from skillsvc.errors import InvalidArgument, ResourceExhausted, SkillsvcError
 from skillsvc.validation import Report
 
 # One logger for every part of the installer, as when it was one module.
@@ -36,18 +34,38 @@ class ValidationFailed(SkillsvcError):
         self.report = report
 
 
+def error_record(error: SkillsvcError) -> OperationError:
+    """The one mapping from a domain error to its recorded form.
+
+    An RPC error and a stored operation failure are both rendered from this record
+    (``skillsvc.api._errors.render_status``), so they carry the same
+    ``google.rpc.Status``: code, message, ErrorInfo reason and metadata, and the
+    details (BadRequest field violations, QuotaFailure, the ValidationReport). The
+    details are JSON, as stored with an operation.
+    """
+    details: dict[str, Any] = {}
+    if error.metadata:
+        details["metadata"] = dict(error.metadata)
+    if isinstance(error, InvalidArgument) and error.violations:
+        details["field_violations"] = [
+            {"field": v.field, "description": v.description} for v in error.violations
+        ]
+    if isinstance(error, ResourceExhausted) and error.violations:
+        details["quota_violations"] = [
+            {"subject": v.subject, "description": v.description} for v in error.violations
+        ]
+    if isinstance(error, ValidationFailed):
+        details |= report_details(error.report)
+    return OperationError(error.status, error.reason, error.message, details or None)
+
+
 def error_of(exc: BaseException) -> OperationError:
     """What to record for an install that ended with ``exc``."""
     if isinstance(exc, asyncio.CancelledError):
         return OperationError(
             "ABORTED", "INTERRUPTED", "interrupted: the upload or the server stopped"
         )
-    if isinstance(exc, ValidationFailed):
-        return OperationError(exc.status, exc.reason, exc.message, report_details(exc.report))
-    if isinstance(exc, ResourceExhausted) and exc.violations:
-        quota = [{"subject": v.subject, "description": v.description} for v in exc.violations]
-        return OperationError(exc.status, exc.reason, exc.message, {"quota_violations": quota})
     if isinstance(exc, SkillsvcError):
-        return OperationError(exc.status, exc.reason, exc.message)
+        return error_record(exc)
     logger.error("install failed unexpectedly", exc_info=exc)
     return OperationError("INTERNAL", "INTERNAL", "internal error; the server logged the details")
