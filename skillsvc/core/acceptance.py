@@ -23,6 +23,7 @@ from skillsvc.core.models import (
 )
 from skillsvc.core.pipeline import Pipeline
 from skillsvc.core.progress import parse_operation_id
+from skillsvc.core.stagetrace import begin_install, enter_stage
 from skillsvc.db import NewOperation, OperationChanges
 from skillsvc.errors import (
     Cancelled,
@@ -30,6 +31,7 @@ from skillsvc.errors import (
     NotFound,
 )
 from skillsvc.intake import Spooled, Spooler
+from skillsvc.metrics import INSTALLS_QUEUED
 
 # One logger for every part of the installer, as when it was one module.
 logger = logging.getLogger("skillsvc.core.installs")
@@ -123,6 +125,7 @@ class Acceptance(Pipeline):
         except BaseException as exc:
             await uncancellable(self._fail(op, exc, None, started=started))
             raise
+        begin_install(op)
         claimed = False
         spooled: Spooled | None = None
         try:
@@ -147,6 +150,7 @@ class Acceptance(Pipeline):
                         message="queued",
                     ),
                 )
+                enter_stage(Stage.QUEUED, "queued")
             elif kept is not None:
                 archive = work / "archive"
                 if not await asyncio.to_thread(self._store.link_archive, kept.sha256, archive):
@@ -167,6 +171,7 @@ class Acceptance(Pipeline):
         except BaseException as exc:
             await uncancellable(self._fail(op, exc, work, started=started, spooled=spooled))
             raise
+        INSTALLS_QUEUED.inc()
         task = asyncio.create_task(
             self._run(Job(op, req, work, spooled, claimed=claimed, started=started)),
             name=f"install-{op.operation_id}",

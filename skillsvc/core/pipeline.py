@@ -33,6 +33,7 @@ from skillsvc.core.models import (
 from skillsvc.core.quotas import check_version_quota
 from skillsvc.core.recovery import Recovery
 from skillsvc.core.reports import report_details
+from skillsvc.core.stagetrace import enter_stage, finish_install
 from skillsvc.core.versioning import assign_version
 from skillsvc.db import OperationChanges, Repository
 from skillsvc.errors import (
@@ -42,7 +43,15 @@ from skillsvc.errors import (
     SkillsvcError,
 )
 from skillsvc.intake import Spooled, fetch_url
-from skillsvc.metrics import INSTALL_DURATION, INSTALL_TOTAL, STORAGE_BYTES
+from skillsvc.metrics import (
+    INSTALL_DURATION,
+    INSTALL_FAILED,
+    INSTALL_SUCCESS,
+    INSTALL_TOTAL,
+    INSTALLS_QUEUED,
+    INSTALLS_RUNNING,
+    STORAGE_BYTES,
+)
 from skillsvc.validation import Report, validate_archive
 
 # One logger for every part of the installer, as when it was one module.
@@ -95,15 +104,23 @@ class Pipeline(Recovery):
         return Claim("claimed")
 
     async def _stage(self, op: Operation, stage: Stage, message: str, **changes: Any) -> Operation:
+        enter_stage(stage, message)
         return await self._db.repo.update_operation(
             op.operation_id,
             OperationChanges(state=OperationState.RUNNING, stage=stage, message=message, **changes),
         )
 
     async def _run(self, job: Job) -> None:
+        waiting = True
         try:
             async with self._slots:
-                await self._pipeline(job)
+                waiting = False
+                INSTALLS_QUEUED.dec()
+                INSTALLS_RUNNING.inc()
+                try:
+                    await self._pipeline(job)
+                finally:
+                    INSTALLS_RUNNING.dec()
         except BaseException as exc:
             await uncancellable(
                 self._fail(job.op, exc, job.work, started=job.started, spooled=job.spooled)
@@ -111,6 +128,8 @@ class Pipeline(Recovery):
             if not isinstance(exc, Exception):
                 raise
         finally:
+            if waiting:
+                INSTALLS_QUEUED.dec()
             self._dismiss()
             self._claims.pop(job.op.operation_id, None)
 
@@ -301,8 +320,11 @@ class Pipeline(Recovery):
             op.operation_id,
             OperationChanges(state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message),
         )
-        INSTALL_TOTAL.labels("succeeded", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_TOTAL.labels(
+            INSTALL_SUCCESS, (op.source_type or SourceType.UPLOAD).value.lower()
+        ).inc()
         INSTALL_DURATION.observe(time.monotonic() - started)
+        finish_install(None, message)
 
     async def _fail(
         self,
@@ -327,9 +349,11 @@ class Pipeline(Recovery):
             archive_sha256=spooled.sha256 if spooled is not None else "",
             version=self._claims.pop(op.operation_id, ""),
         )
-        status = "failed"
-        INSTALL_TOTAL.labels(status, (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_TOTAL.labels(
+            INSTALL_FAILED, (op.source_type or SourceType.UPLOAD).value.lower()
+        ).inc()
         INSTALL_DURATION.observe(time.monotonic() - started)
+        finish_install(failure.error)
         try:
             await self._settle(failure)
         except Exception as settle_error:
