@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``skillsvc`` command."""
+    # skillsvc forks only to exec (pg_ctl, pg_dump, its workers). gRPC's fork handlers,
+    # run in a child forked while other threads call into gRPC, can crash that child
+    # before it execs (seen as pg_ctl dying with SIGSEGV/SIGBUS at shutdown). Set before
+    # gRPC is first loaded, and inherited by the workers.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     args = _parser().parse_args(argv)
     if args.command == "config":
         print(config_table())
