@@ -388,7 +388,12 @@ async def build_server(
     # Security first: a bad key or certificate stops before anything starts.
     security = build_security(settings)
     tls = security.tls
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"SKILLSVC_DATA_DIR: cannot create {str(settings.data_dir)!r}: {exc.strerror or exc}"
+        ) from exc
     store = Store(settings.store_root)
     await asyncio.to_thread(store.init)
     db, embedded = await open_database(settings, run_migrations=run_migrations)

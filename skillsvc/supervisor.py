@@ -26,9 +26,10 @@ The service is CPU-bound in one event loop, so one process uses one core. With
    once all have exited 0 (1 otherwise), after stopping the embedded PostgreSQL;
    SIGHUP is passed on too, and changes nothing in the supervisor.
 
-The supervisor creates no gRPC object (the settings check imports the module, which is
-harmless: workers are fresh interpreters, not forks) and holds no database connection
-while serving.
+The supervisor imports no gRPC (workers are fresh interpreters anyway, not forks) and
+holds no database connection while serving. It reads the key and certificate files
+once before starting anything, so a bad one stops ``serve`` with exit code 2 as in a
+single process (workers read them again as they build their servers).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any
 from skillsvc import __version__
 from skillsvc.config import ConfigError, Settings
 from skillsvc.errors import SkillsvcError
+from skillsvc.logs import announce_serving
 
 logger = logging.getLogger("skillsvc.supervisor")
 
@@ -113,6 +115,10 @@ class _Slot:
     proc: asyncio.subprocess.Process | None = None
     delay: float = INITIAL_BACKOFF_SECONDS
     restarts: int = 0
+    serving: bool = False
+    """Whether ``proc`` has reported that it serves (and so handles SIGHUP)."""
+    reload_pending: bool = False
+    """A SIGHUP came while ``proc`` was starting: pass it on once it serves."""
 
 
 class Supervisor:
@@ -150,8 +156,18 @@ class Supervisor:
 
     def _on_reload(self) -> None:
         # SIGHUP means "re-read what can be re-read" (SPEC §7's keys): the workers' job.
+        # A worker still starting may not handle SIGHUP yet (its default action kills),
+        # and may have read the key files before they changed: it gets the signal as
+        # soon as it reports serving.
         logger.info("SIGHUP: passing it on to %d workers", len(self.pids))
-        self._forward(signal.SIGHUP)
+        for slot in self._slots:
+            if slot.proc is None or slot.proc.returncode is not None:
+                continue
+            if slot.serving:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.proc.send_signal(signal.SIGHUP)
+            else:
+                slot.reload_pending = True
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; the process's exit code."""
@@ -162,9 +178,7 @@ class Supervisor:
         try:
             # The key and certificate files are read here first, so a bad one is one
             # line and exit 2 before any worker starts (each worker reads them again).
-            from skillsvc.server import build_security
-
-            build_security(self._settings)
+            _check_security_files(self._settings)
         except ConfigError as exc:
             print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
             return 2
@@ -189,16 +203,16 @@ class Supervisor:
                     )
                     return 2
             url = self._settings.database_url
-            if url is None:
-                from skillsvc.db import EmbeddedPostgres
-
-                embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
-                url = embedded.url
             try:
+                if url is None:
+                    from skillsvc.db import EmbeddedPostgres
+
+                    embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
+                    url = embedded.url
                 await _migrate(url)
             except SkillsvcError as exc:
-                # Unreachable or refusing database: one line and exit 2, like a bad
-                # setting (the message names the URL without its password).
+                # A database that cannot start, be reached or be used: one line and
+                # exit 2, like a bad setting (a URL is shown without its password).
                 print(f"skillsvc: {exc.message}", file=sys.stderr)
                 return 2
             self._worker_env = {
@@ -248,7 +262,7 @@ class Supervisor:
             self._stop.set()
             self._forward()
         elif not self._stopping:
-            print(f"skillsvc {__version__} serving on {address}", file=sys.stderr, flush=True)
+            announce_serving(__version__, address, self._settings.log_format)
             logger.info(
                 "%d workers (pids %s) serving on %s",
                 len(self._slots),
@@ -341,7 +355,7 @@ class Supervisor:
             raise
         finally:
             os.close(write_fd)
-        slot.proc = proc
+        slot.proc, slot.serving, slot.reload_pending = proc, False, False
         if self._stopping:  # the signal came while it was being started
             self._forward()
         try:
@@ -351,6 +365,11 @@ class Supervisor:
             os.close(read_fd)
         if reply:
             logger.info("worker %d (pid %d) serving", slot.index, proc.pid)
+            slot.serving = True
+            if slot.reload_pending:
+                slot.reload_pending = False
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGHUP)
         else:
             logger.error("worker %d (pid %d) exited before serving", slot.index, proc.pid)
         return proc, bool(reply)
@@ -369,6 +388,20 @@ def _describe_exit(code: int) -> str:
     if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
+
+
+def _check_security_files(settings: Settings) -> None:
+    """Read the key and certificate files once, before anything starts.
+
+    Each worker reads them again as it builds its server; this makes a bad file stop
+    ``serve`` at once, with the ConfigError (exit code 2) of a single process, instead
+    of after PostgreSQL and a worker have started.
+    """
+    from skillsvc.auth import build_authenticator
+    from skillsvc.tls import load_server_tls
+
+    build_authenticator(settings)
+    load_server_tls(settings)
 
 
 async def _migrate(url: str) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from skillsvc.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    import grpc
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ def load_server_tls(settings: Settings) -> ServerTls | None:
 
 def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
     """gRPC credentials for ``tls``; a client CA makes client certificates mandatory."""
+    # Imported here: serve's supervisor checks the files with load_server_tls and
+    # must not load gRPC (only its workers serve).
+    import grpc
+
     return grpc.ssl_server_credentials(
         [(tls.private_key, tls.certificate_chain)],
         root_certificates=tls.client_ca,

@@ -13,7 +13,8 @@ A worker is the single-process service with two differences: it binds with
 It has its own pool, LISTEN connection, health service and heartbeat (an instance of
 its own, so the others' recovery reaps its operations if it dies), and on SIGTERM or
 SIGINT it stops exactly like ``skillsvc serve`` with one worker: health NOT_SERVING,
-new calls refused, a grace period for running calls and installs, exit 0.
+new calls refused, a grace period for running calls and installs, exit 0; on SIGHUP
+it re-reads its JWT keys like it.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ async def run(settings: Settings, ready_fd: int, index: int = 0) -> int:
     # Installed before anything starts, so a signal during start-up still stops cleanly.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # The supervisor passes SIGHUP on; its default action would kill the worker. A
-    # handler the server installs for it later (key reloads) replaces this one.
-    loop.add_signal_handler(signal.SIGHUP, logger.info, "SIGHUP: nothing to reload")
+    # The supervisor passes SIGHUP on; until the server exists there is nothing to
+    # reload, but its default action would kill the worker.
+    loop.add_signal_handler(signal.SIGHUP, logger.info, "SIGHUP: not serving yet")
     # Imported only now: OpenTelemetry's import takes a noticeable moment, during which
     # a SIGTERM from the supervisor would otherwise kill the worker outright.
     from skillsvc.logs import configure_logging
@@ -67,6 +68,7 @@ async def run(settings: Settings, ready_fd: int, index: int = 0) -> int:
     provider = configure_tracing(os.environ)
     try:
         app = await build_server(settings, run_migrations=False, reuse_port=True)
+        loop.add_signal_handler(signal.SIGHUP, app.reload_keys)  # key rotation (SPEC §7)
         await app.start()
         os.write(ready_fd, f"{app.port}\n".encode())
         os.close(ready_fd)
@@ -90,16 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        print(f"skillsvc worker {args.index}: configuration error: {exc}", file=sys.stderr)
+        print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
         return 2
+    # A worker that cannot start (a key file, the address, the database) says why in
+    # one line and exits 2 like `skillsvc serve`; the supervisor passes the code on
+    # when its first worker cannot start.
     try:
         return asyncio.run(run(settings, args.ready_fd, args.index))
-    except ConfigError as exc:
-        print(f"skillsvc worker {args.index}: {exc}", file=sys.stderr)
-        return 2
     except SkillsvcError as exc:
-        print(f"skillsvc worker {args.index}: {exc.message}", file=sys.stderr)
-        return 1
+        print(f"skillsvc: {exc.message}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

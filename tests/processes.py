@@ -42,7 +42,17 @@ class Served:
         self.log = log
 
     async def wait_serving(self, timeout: float = 60) -> None:
+        """Wait until health says SERVING and ``serve`` has said it serves.
+
+        The supervisor says so once every worker is up; the first one answers health
+        before its siblings have started, and a SIGTERM then would stop a worker that
+        is still starting.
+        """
         async with asyncio.timeout(timeout):
+            while not re.search(rb"skillsvc \S+ serving on ", self.log.read_bytes()):
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
+                await asyncio.sleep(0.1)
             while True:
                 if self.proc.returncode is not None:
                     raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
@@ -61,7 +71,7 @@ class Served:
         """The address ``serve`` reports once it serves (needed with port 0)."""
         async with asyncio.timeout(timeout):
             while True:
-                found = re.search(r"skillsvc \S+ serving on (\S+)", self.log.read_text())
+                found = re.search(r"skillsvc \S+ serving on ([^\s\"]+)", self.log.read_text())
                 if found:
                     return found.group(1)
                 if self.proc.returncode is not None:

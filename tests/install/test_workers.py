@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TypeVar
 
 import asyncpg
 import grpc
+import jwt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -101,6 +103,9 @@ async def test_workers_share_one_port_and_stop_together_on_sigterm(serve, db_url
     await served.wait_serving()
     pids = await _workers(served, db_url, 2)
     assert served.proc.pid not in pids
+    # gRPC lives in the workers only: the supervisor never loaded its C core.
+    assert "cygrpc" not in Path(f"/proc/{served.proc.pid}/maps").read_text()
+    assert all("cygrpc" in Path(f"/proc/{pid}/maps").read_text() for pid in pids)
     # Both answer on the announced port: fresh connections until each owned an install.
     owners: set[int] = set()
     for i in range(40):
@@ -340,6 +345,11 @@ async def test_a_worker_that_keeps_dying_is_restarted_ever_later(serve, db_url: 
     # The same worker dies twice in a row: the second restart waits twice as long.
     for restart, delay in ((1, "0.5"), (2, "1.0")):
         os.kill(victim, signal.SIGKILL)
+
+        async def gone(victim: int = victim) -> bool:
+            return not _alive(victim)  # SIGKILL is delivered asynchronously
+
+        await _poll(gone)
         replaced = await _workers(served, db_url, 2)
         assert victim not in replaced
         assert (
@@ -387,3 +397,83 @@ def test_a_port_taken_by_another_program_stops_serve_with_exit_2(
     assert f"{words} {address}" in result.stderr
     # Refused before anything started: no embedded PostgreSQL was initialised.
     assert not (tmp_path / "data" / "postgres").exists()
+
+
+def test_a_key_file_a_worker_cannot_read_stops_serve_with_exit_2(
+    tmp_path: Path, db_url: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "skillsvc.cli", "serve"],
+        env=child_env(
+            SKILLSVC_WORKERS="2",
+            SKILLSVC_DATABASE_URL=db_url,
+            SKILLSVC_LISTEN_ADDR=f"127.0.0.1:{free_port()}",
+            SKILLSVC_METRICS_ADDR="",
+            SKILLSVC_AUTH="jwt",
+            SKILLSVC_JWT_JWKS_FILE=str(tmp_path / "missing.json"),
+            SKILLSVC_DATA_DIR=str(tmp_path / "data"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Like a single process: one line naming the variable, exit 2, nothing started.
+    assert result.returncode == 2, result.stderr
+    assert "configuration error: SKILLSVC_JWT_JWKS_FILE: cannot read" in result.stderr
+    assert "[worker" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+async def test_sighup_rotates_the_keys_of_every_worker(serve, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    old_secret, new_secret = "old-secret-" + "a" * 32, "new-secret-" + "b" * 32
+    secrets_file = tmp_path / "jwt-secrets"
+    secrets_file.write_text(f"{old_secret}\n")
+    served = await serve(
+        SKILLSVC_DATABASE_URL=db_url,
+        SKILLSVC_WORKERS="2",
+        SKILLSVC_AUTH="jwt",
+        SKILLSVC_JWT_SECRETS_FILE=str(secrets_file),
+    )
+    await served.wait_serving()
+    pids = await _workers(served, db_url, 2)
+
+    def token(secret: str) -> str:
+        now = int(time.time())
+        claims = {"sub": "rotator", "tenant": "", "roles": ["reader"], "iat": now}
+        return jwt.encode({**claims, "exp": now + 600}, secret, "HS256")
+
+    async def accepted(secret: str) -> list[grpc.StatusCode]:
+        """One call per fresh connection (so both workers answer some) with a token."""
+        seen = []
+        for _ in range(12):
+            async with grpc.aio.insecure_channel(served.address) as chan:
+                try:
+                    await Stub(chan).ListSkillDefinitions(
+                        skill_service_pb2.ListSkillDefinitionsRequest(),
+                        metadata=(("authorization", f"Bearer {token(secret)}"),),
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    seen.append(exc.code())
+                else:
+                    seen.append(grpc.StatusCode.OK)
+        return seen
+
+    ok, refused = grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED
+    assert set(await accepted(old_secret)) == {ok}
+    assert set(await accepted(new_secret)) == {refused}
+    secrets_file.write_text(f"{new_secret}\n")
+    served.proc.send_signal(signal.SIGHUP)
+
+    async def both_reloaded() -> bool:
+        lines = served.log.read_text().splitlines()
+        return all(
+            any(f"[worker {n}]" in line and "JWT keys reloaded" in line for line in lines)
+            for n in (0, 1)
+        )
+
+    await _poll(both_reloaded)
+    assert set(await accepted(new_secret)) == {ok}
+    assert set(await accepted(old_secret)) == {refused}
+    # Reloaded in place: the same workers, no restart.
+    assert await _workers(served, db_url, 2) == pids
+    assert await served.terminate() == 0
