@@ -169,7 +169,7 @@ async def _create_skills(b: Bench, slots: list[tuple[str, str]]) -> None:
         await create_skill(b.stub, skill)
 
 
-_TIMELINE = ("QUEUED", "EXTRACTING", "VALIDATING", "COMMITTING")
+_TIMELINE = ("QUEUED", "EXTRACTING", "COMMITTING")
 
 
 def _stage_breakdown(result: InstallResult) -> dict[str, float]:

@@ -147,7 +147,9 @@ class Pipeline(Recovery):
         if req.version and not job.claimed:
             await self._reinstall(op, req.version, spooled, work, started=started)
             return
-        op = await self._stage(op, Stage.EXTRACTING, "extracting the archive")
+        # One step reads, extracts and validates (validate_archive): one stage row. A
+        # VALIDATING row written after it would tell a watcher nothing.
+        op = await self._stage(op, Stage.EXTRACTING, "extracting and validating the package")
         with store_errors("extract the package"):
             report = await blocking(
                 functools.partial(
@@ -160,7 +162,6 @@ class Pipeline(Recovery):
                     expected_version=req.version or None,
                 )
             )
-        op = await self._stage(op, Stage.VALIDATING, "validating the package")
         if not report.valid:
             raise ValidationFailed(report)
         assert report.manifest is not None

@@ -51,7 +51,6 @@ async def test_upload_install_end_to_end(
     assert [n for i, n in enumerate(notified) if i == 0 or notified[i - 1] != n] == [
         "QUEUED",
         "EXTRACTING",
-        "VALIDATING",
         "COMMITTING",
         "DONE",
     ]

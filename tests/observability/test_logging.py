@@ -93,7 +93,6 @@ async def test_json_lines_carry_trace_operation_and_never_the_token(  # type: ig
         "RECEIVING",
         "QUEUED",
         "EXTRACTING",
-        "VALIDATING",
         "COMMITTING",
         "DONE",
     ]
