@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,14 +67,17 @@ class Served:
     log: Path
     data_dir: Path
     name: str
+    metrics_address: str = ""
 
     @classmethod
     def start(cls, name: str, data_dir: Path, log_dir: Path, **env: str) -> Served:
         port = free_port()
+        # Metrics on: the statement counter is read from them (scraped between blocks).
+        metrics = f"127.0.0.1:{free_port()}"
         values = {
             "SKILLSVC_DATA_DIR": str(data_dir),
             "SKILLSVC_LISTEN_ADDR": f"127.0.0.1:{port}",
-            "SKILLSVC_METRICS_ADDR": "",
+            "SKILLSVC_METRICS_ADDR": metrics,
             **env,
         }
         log = log_dir / f"{name}.log"
@@ -86,7 +90,15 @@ class Served:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        return cls(proc, f"127.0.0.1:{port}", log, data_dir, name)
+        return cls(proc, f"127.0.0.1:{port}", log, data_dir, name, metrics)
+
+    def statements(self) -> float:
+        """``skillsvc_db_statements_total`` now (every worker's pooled connections)."""
+        with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("skillsvc_db_statements_total "):
+                    return float(line.split()[1])
+        raise RuntimeError("no skillsvc_db_statements_total on the metrics endpoint")
 
     @property
     def pid(self) -> int:

@@ -169,7 +169,7 @@ async def _create_skills(b: Bench, slots: list[tuple[str, str]]) -> None:
         await create_skill(b.stub, skill)
 
 
-_TIMELINE = ("QUEUED", "VERIFYING", "EXTRACTING", "VALIDATING", "COMMITTING", "ACTIVATING")
+_TIMELINE = ("QUEUED", "EXTRACTING", "COMMITTING")
 
 
 def _stage_breakdown(result: InstallResult) -> dict[str, float]:
@@ -223,13 +223,17 @@ async def small_install(b: Bench) -> None:
     await b.quiesce()
     stages.clear()
 
-    runs: dict[str, list[Any]] = {"install": [], "baseline": [], "cpu": []}
+    runs: dict[str, list[Any]] = {"install": [], "baseline": [], "cpu": [], "statements": []}
     with b.profiled("s1-small-install"):
         for r in range(p.s1_runs):
             idx = range(p.s1_warmup + r * p.s1_per_run, p.s1_warmup + (r + 1) * p.s1_per_run)
+            before = await asyncio.to_thread(b.server.statements)
             with b.meter() as m:
                 lat = [await one_install(i) for i in idx]
             await b.settle()
+            # Includes the heartbeat's and health probe's few statements meanwhile.
+            done = await asyncio.to_thread(b.server.statements)
+            runs["statements"].append((done - before) / len(idx))
             base = [untar_install(root, f"run-{i}", [archives[i]]) for i in idx]
             runs["install"].append(lat)
             runs["baseline"].append(base)
@@ -268,6 +272,15 @@ async def small_install(b: Bench) -> None:
         Row(scen, "server CPU per install", "ms", [c["server"] / n * 1000 for c in runs["cpu"]]),
         Row(
             scen,
+            "SQL statements per install",
+            "",
+            runs["statements"],
+            target=Target(le=10),
+            note="skillsvc_db_statements_total over the block / installs (BEGIN and COMMIT "
+            "included; the heartbeat and health probe meanwhile add a fraction)",
+        ),
+        Row(
+            scen,
             "PostgreSQL CPU per install",
             "ms",
             [c["postgres"] / n * 1000 for c in runs["cpu"]],
@@ -282,7 +295,9 @@ async def small_install(b: Bench) -> None:
         "install_ms": summary(_ms(pooled)),
         "baseline_ms": summary(_ms(pooled_base)),
         "cpu_seconds_per_run": runs["cpu"],
+        "statements_per_install": runs["statements"],
     }
+    b.log(f"S1: SQL statements per install: {runs['statements']}")
 
 
 # -- scenario 2 -------------------------------------------------------------------------

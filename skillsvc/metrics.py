@@ -147,6 +147,11 @@ HEALTHY: Final = Gauge(
     # 0 as soon as one live worker's probe fails.
     multiprocess_mode="livemin",
 )
+DB_STATEMENTS: Final = Counter(
+    "skillsvc_db_statements",
+    "SQL statements sent on pooled database connections, BEGIN and COMMIT included "
+    "(its increase over installs is the statements per install).",
+)
 DB_POOL_MAX: Final = Gauge(
     "skillsvc_db_pool_max",
     "Connections the database pools may open (SKILLSVC_DB_POOL_SIZE per process).",

@@ -4,8 +4,13 @@ An install is accepted by :meth:`Installer.install` (the spec is checked, the
 operation recorded, the upload spooled with its SHA-256 computed on the way in) and
 then runs in the background, at most ``max_concurrent`` at a time:
 
-    QUEUED → [DOWNLOADING] → VERIFYING → EXTRACTING → VALIDATING → COMMITTING
-           → [ACTIVATING] → DONE                       (any stage) → FAILED
+    RECEIVING → QUEUED → [DOWNLOADING] → EXTRACTING → COMMITTING → DONE
+                                                    (any stage) → FAILED
+
+A stage row is written only when it tells a watcher something: the digest is
+computed while the bytes arrive (no VERIFYING row), extraction and validation are one
+step (EXTRACTING), and READY, current and DONE commit in one transaction (no
+ACTIVATING row). An identical reinstall goes from QUEUED straight to DONE.
 
 Atomicity: everything happens in a private staging directory until COMMITTING,
 which renames the verified tree and archive into the store and then marks the

@@ -30,7 +30,7 @@ from skillsvc.core.models import (
     SourceType,
     Stage,
 )
-from skillsvc.core.quotas import check_version_quota
+from skillsvc.core.quotas import check_version_count
 from skillsvc.core.recovery import Recovery
 from skillsvc.core.reports import report_details
 from skillsvc.core.stagetrace import enter_stage, finish_install
@@ -65,7 +65,7 @@ class Pipeline(Recovery):
         """Reserve ``version`` for ``op``; raise ABORTED if a live install holds it."""
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
-            package = await tx.get_package_for_update(op.skill_id, version)
+            package, live = await tx.get_package_for_claim(op.skill_id, version)
             if package is not None and package.state is PackageState.READY:
                 return Claim("ready", package)
             if package is not None and package.state in (
@@ -85,7 +85,7 @@ class Pipeline(Recovery):
             if package is None or package.state is PackageState.FAILED:
                 # A new live version: checked under the skill lock, in the transaction
                 # that creates it, so concurrent installs cannot overshoot the quota.
-                await check_version_quota(tx, op.skill_id, self._settings.max_versions_per_skill)
+                check_version_count(op.skill_id, live, self._settings.max_versions_per_skill)
             await tx.claim_package(
                 skill_id=op.skill_id,
                 version=version,
@@ -137,7 +137,8 @@ class Pipeline(Recovery):
         op, req, work, spooled, started = job.op, job.req, job.work, job.spooled, job.started
         if spooled is None:
             spooled = await self._download(op, req, work / "archive")
-        op = await self._stage(op, Stage.VERIFYING, "verifying the archive digest")
+        # The digest was computed while the bytes arrived: checking it is instant, so
+        # no VERIFYING row (it would tell a watcher nothing).
         if req.sha256 and req.sha256 != spooled.sha256:
             raise InvalidArgument(
                 f"the archive's SHA-256 is {spooled.sha256}, not the expected {req.sha256}",
@@ -146,7 +147,9 @@ class Pipeline(Recovery):
         if req.version and not job.claimed:
             await self._reinstall(op, req.version, spooled, work, started=started)
             return
-        op = await self._stage(op, Stage.EXTRACTING, "extracting the archive")
+        # One step reads, extracts and validates (validate_archive): one stage row. A
+        # VALIDATING row written after it would tell a watcher nothing.
+        op = await self._stage(op, Stage.EXTRACTING, "extracting and validating the package")
         with store_errors("extract the package"):
             report = await blocking(
                 functools.partial(
@@ -159,7 +162,6 @@ class Pipeline(Recovery):
                     expected_version=req.version or None,
                 )
             )
-        op = await self._stage(op, Stage.VALIDATING, "validating the package")
         if not report.valid:
             raise ValidationFailed(report)
         assert report.manifest is not None
@@ -193,8 +195,6 @@ class Pipeline(Recovery):
         # Counted, not measured: walking the store after every install made each one
         # cost more than the last. The heartbeat re-measures now and then.
         STORAGE_BYTES.inc(report.unpacked_bytes + spooled.size_bytes)
-        if req.activate:
-            await self._activate(op, version, started)
 
     async def _commit(
         self, op: Operation, version: str, spooled: Spooled, report: Report, job: Job
@@ -207,10 +207,9 @@ class Pipeline(Recovery):
         manifest = report_details(report)["validation_report"]["manifest"]
         manifest["version"] = version  # an assigned version is the package's too
         async with self._db.transaction() as tx:
-            await tx.lock_skill(op.skill_id)
-            # Held until READY commits, so a deletion cannot drop an archive this
-            # install found in the store and reused.
-            await tx.lock_blob(spooled.sha256)
+            # The blob's lock is held until READY commits, so a deletion cannot drop an
+            # archive this install found in the store and reused.
+            await tx.lock_skill_and_blob(op.skill_id, spooled.sha256)
             final = await asyncio.to_thread(
                 self._store.commit_package,
                 work / "tree",
@@ -235,8 +234,8 @@ class Pipeline(Recovery):
             )
             if not ok:
                 raise Aborted("the version was taken over by another install", reason="CLAIM_LOST")
-            if not req.activate:
-                await self._finish(tx, op, "installed (not activated)", started)
+            # READY, current and DONE commit together: one transaction, one skill lock.
+            await self._conclude(tx, op, version, started, "installed (not activated)")
 
     async def _download(self, op: Operation, req: InstallRequest, path: Path) -> Spooled:
         op = await self._stage(op, Stage.DOWNLOADING, "downloading")
@@ -286,39 +285,40 @@ class Pipeline(Recovery):
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
             package = await tx.get_package_for_update(op.skill_id, version)
-        if package is None or package.state is not PackageState.READY:
-            raise Aborted(
-                f"{op.skill_id} {version} changed during the install; retry",
-                reason="CONCURRENT_INSTALL",
-            )
-        if package.sha256 != spooled.sha256:
-            raise self._immutable(op.skill_id, version)  # the bytes stay for a retry
-        await asyncio.to_thread(self._store.make_writable_and_remove, work)
-        await self._stage(
-            op, Stage.VERIFYING, "identical to the installed version", version=version
-        )
-        if op.activate:
-            await self._activate(op, version, started)
-        else:
-            async with self._db.transaction() as tx:
-                await self._finish(tx, op, "already installed", started)
+            if package is None or package.state is not PackageState.READY:
+                raise Aborted(
+                    f"{op.skill_id} {version} changed during the install; retry",
+                    reason="CONCURRENT_INSTALL",
+                )
+            if package.sha256 != spooled.sha256:
+                raise self._immutable(op.skill_id, version)  # the bytes stay for a retry
+            await asyncio.to_thread(self._store.make_writable_and_remove, work)
+            await self._conclude(tx, op, version, started, "already installed")
 
-    async def _activate(self, op: Operation, version: str, started: float) -> None:
-        await self._stage(op, Stage.ACTIVATING, f"making {version} current", version=version)
-        async with self._db.transaction() as tx:
-            await tx.lock_skill(op.skill_id)
-            await tx.set_current_version(
-                op.skill_id, version, op.operation_id, OperationType.INSTALL
-            )
-            await self._finish(tx, op, f"{version} installed and current", started)
-            # The link follows the database inside the skill lock; if the process dies
-            # between the commit and the swap, start-up reconciles the link.
-            await asyncio.to_thread(self._store.activate, op.skill_id, version)
+    async def _conclude(
+        self, tx: Repository, op: Operation, version: str, started: float, inactive: str
+    ) -> None:
+        """Make ``version`` current if asked, and end the operation, in ``tx``.
 
-    async def _finish(self, tx: Repository, op: Operation, message: str, started: float) -> None:
+        ``tx`` holds the skill's lock. The link follows the database inside it; should
+        the commit then fail, releasing the version puts the link back (see
+        ``Recovery._release``), and if the process dies first, start-up reconciles it.
+        """
+        if not op.activate:
+            await self._finish(tx, op, inactive, started, version)
+            return
+        await tx.set_current_version(op.skill_id, version, op.operation_id, OperationType.INSTALL)
+        await self._finish(tx, op, f"{version} installed and current", started, version)
+        await asyncio.to_thread(self._store.activate, op.skill_id, version)
+
+    async def _finish(
+        self, tx: Repository, op: Operation, message: str, started: float, version: str
+    ) -> None:
         await tx.update_operation(
             op.operation_id,
-            OperationChanges(state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message),
+            OperationChanges(
+                state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message, version=version
+            ),
         )
         INSTALL_TOTAL.labels(
             INSTALL_SUCCESS, (op.source_type or SourceType.UPLOAD).value.lower()

@@ -116,6 +116,15 @@ class Recovery(InstallerBase):
             # A crash or an outage between the rename into the store and the READY
             # row leaves a directory the database does not know: remove it.
             await asyncio.to_thread(self._store.remove_version, skill_id, version)
+            # An activation whose commit failed after the link was swapped (READY,
+            # current and DONE commit together): the link goes back to the database's.
+            if await asyncio.to_thread(self._store.current_version, skill_id) == version:
+                definition = await tx.get_definition(skill_id, None)
+                current = definition.current_version if definition is not None else None
+                if current is None:
+                    await asyncio.to_thread(self._store.deactivate, skill_id)
+                else:
+                    await asyncio.to_thread(self._store.activate, skill_id, current)
             if archive_sha256:
                 # ... and an archive adopted as a blob that no package owns: it goes
                 # back to the kept bytes, for Retry (gc drops it after retention).

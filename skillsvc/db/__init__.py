@@ -21,6 +21,7 @@ from skillsvc.db._repository import (
     translate_errors,
 )
 from skillsvc.errors import Unavailable
+from skillsvc.metrics import DB_STATEMENTS
 
 __all__ = [
     "PROGRESS_CHANNEL",
@@ -108,3 +109,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb columns (manifests, file digests, error details) as Python objects.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # Every statement from now on (transaction control included) is counted.
+    conn.add_query_logger(_count_statement)
+
+
+def _count_statement(_: object) -> None:
+    DB_STATEMENTS.inc()

@@ -165,10 +165,25 @@ LOCK_SKILL: Final = "SELECT pg_advisory_xact_lock(hashtextextended('skillsvc:ski
 # Orders the removal of an archive against an install committing the same bytes.
 LOCK_BLOB: Final = "SELECT pg_advisory_xact_lock(hashtextextended('skillsvc:blob:' || $1, 0))"
 
+# Both, skill first (the order every other taker follows), in one round trip.
+LOCK_SKILL_AND_BLOB: Final = """
+SELECT pg_advisory_xact_lock(hashtextextended('skillsvc:skill:' || $1, 0)),
+       pg_advisory_xact_lock(hashtextextended('skillsvc:blob:' || $2, 0))
+"""
+
 GET_PACKAGE_FOR_UPDATE: Final = f"""
 SELECT {_PACKAGE}
 WHERE p.skill_id = $1 AND p.version = $2
 FOR UPDATE OF p
+"""
+
+# A claim's look: the version's row (locked; NULL columns when there is none) and the
+# skill's live versions for its quota (see _quota_queries.COUNT_LIVE_VERSIONS), at once.
+GET_PACKAGE_FOR_CLAIM: Final = f"""
+SELECT live.versions AS live_versions, p.*
+FROM (SELECT count(*) AS versions FROM skill_packages
+      WHERE skill_id = $1 AND state <> 'FAILED') live
+LEFT JOIN (SELECT {_PACKAGE} WHERE p.skill_id = $1 AND p.version = $2 FOR UPDATE OF p) p ON true
 """
 
 GET_PACKAGE: Final = f"""

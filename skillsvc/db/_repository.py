@@ -269,11 +269,25 @@ class Repository:
         with translate_errors():
             await self._db.execute(sql.LOCK_BLOB, sha256)
 
+    async def lock_skill_and_blob(self, skill_id: str, sha256: str) -> None:
+        """:meth:`lock_skill` then :meth:`lock_blob`, in one statement."""
+        with translate_errors():
+            await self._db.execute(sql.LOCK_SKILL_AND_BLOB, skill_id, sha256)
+
     async def get_package_for_update(self, skill_id: str, version: str) -> Package | None:
         """The package row, locked for this transaction."""
         with translate_errors():
             row = await self._db.fetchrow(sql.GET_PACKAGE_FOR_UPDATE, skill_id, version)
         return None if row is None else package_of(row)
+
+    async def get_package_for_claim(
+        self, skill_id: str, version: str
+    ) -> tuple[Package | None, int]:
+        """The package row (locked) if any, and how many live versions the skill has."""
+        with translate_errors():
+            row = await self._db.fetchrow(sql.GET_PACKAGE_FOR_CLAIM, skill_id, version)
+        package = None if row["skill_id"] is None else package_of(row)
+        return package, int(row["live_versions"])
 
     async def get_package(
         self, skill_id: str, version: str, visible_to: str | None

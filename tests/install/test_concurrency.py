@@ -215,7 +215,7 @@ async def test_watcher_on_a_second_server_sees_every_change(
     stages = [S.Name(e.stage).removeprefix("INSTALL_STAGE_") for e in seen]
     assert stages[0] == "RECEIVING"
     assert stages[-1] == "DONE"
-    assert {"QUEUED", "EXTRACTING", "COMMITTING", "ACTIVATING"} <= set(stages)
+    assert {"QUEUED", "EXTRACTING", "COMMITTING"} <= set(stages)
 
 
 async def test_cancelled_upload_leaves_nothing(
