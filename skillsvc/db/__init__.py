@@ -9,7 +9,7 @@ import asyncpg
 
 from skillsvc.db._admin import forget_instances, holds_skills, schema_version, server_major
 from skillsvc.db._embedded import EmbeddedPostgres
-from skillsvc.db._listener import Listener
+from skillsvc.db._listener import CATALOG_CHANNEL, Listener
 from skillsvc.db._migrate import Migration, load_migrations, migrate
 from skillsvc.db._repository import (
     PROGRESS_CHANNEL,
@@ -23,6 +23,7 @@ from skillsvc.db._repository import (
 from skillsvc.errors import Unavailable
 
 __all__ = [
+    "CATALOG_CHANNEL",
     "PROGRESS_CHANNEL",
     "Database",
     "EmbeddedPostgres",

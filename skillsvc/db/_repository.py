@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -980,6 +980,9 @@ class Database:
         self.url = url
         """The URL the pool connects to (dedicated connections such as LISTEN use it)."""
         self.repo = Repository(_Discarding(pool))
+        self.after_commit: Callable[[], None] | None = None
+        """Called once each transaction's COMMIT has been sent (even if it failed: the
+        outcome may be unknown), so caches of this process drop what it may have changed."""
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Repository]:
@@ -1017,6 +1020,9 @@ class Database:
             except BaseException:
                 discard = True
                 raise
+            finally:
+                if self.after_commit is not None:
+                    self.after_commit()
         except BaseException as exc:
             discard = discard or not isinstance(exc, Exception) or is_connection_error(_root(exc))
             raise
