@@ -144,6 +144,8 @@ class Definitions:
 
     async def lookup(self, skill_id: str) -> Definition | None:
         """The definition whoever owns it (no visibility check), from the cache if held."""
+        if not self.cache.online:
+            return await self._db.repo.get_definition(skill_id, None)
         cached = self.cache.definition(skill_id)
         if cached is not None:
             return cached.value
