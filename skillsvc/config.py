@@ -121,6 +121,14 @@ class Settings:
         "SKILLSVC_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."
     )
     """Root log level."""
+    log_format: str = _setting(
+        "SKILLSVC_LOG_FORMAT",
+        "text",
+        "Log format: `text` (one human line per record) or `json` (one JSON object per "
+        "line with `time`, `level`, `logger`, `message` and, where they apply, "
+        "`operation_id`, `skill_id`, `trace_id`).",
+    )
+    """``text`` or ``json``."""
     max_package_bytes: int = _setting(
         "SKILLSVC_MAX_PACKAGE_BYTES", 100 * MiB, "Largest archive accepted, in bytes."
     )
@@ -419,6 +427,8 @@ class Settings:
                 raise ConfigError(f"{_env_name(name)}: must not be negative")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("SKILLSVC_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
+        if self.log_format not in {"text", "json"}:
+            raise ConfigError("SKILLSVC_LOG_FORMAT: must be text or json")
         self._check_security()
 
     def _check_security(self) -> None:
@@ -519,6 +529,7 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "shutdown_grace_seconds": float,
     "health_interval_seconds": float,
     "log_level": str,
+    "log_format": str,
     "max_package_bytes": int,
     "max_unpacked_bytes": int,
     "max_files": int,

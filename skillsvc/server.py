@@ -17,14 +17,14 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from skillsvc.api import (
     AuthInterceptor,
     ErrorInterceptor,
     MetricsInterceptor,
     SkillService,
-    TracingInterceptor,
+    tracing_interceptors,
 )
 from skillsvc.auth import Authenticator, JwtAuthentication, build_authenticator, load_key_set
 from skillsvc.config import ConfigError, Settings
@@ -45,7 +45,15 @@ from skillsvc.db import (
 from skillsvc.errors import Unavailable
 from skillsvc.intake import UrlPolicy
 from skillsvc.loops import run_forever
-from skillsvc.metrics import HEALTHY, STORE_FREE_BYTES, STORE_TOTAL_BYTES
+from skillsvc.metrics import (
+    DB_POOL_IN_USE,
+    DB_POOL_MAX,
+    DB_POOL_SIZE,
+    HEALTHY,
+    STORE_FREE_BYTES,
+    STORE_TOTAL_BYTES,
+    init_grpc_metrics,
+)
 from skillsvc.store import Store
 from skillsvc.tls import ServerTls, load_server_tls, server_credentials
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
@@ -53,8 +61,11 @@ from skillsvc.validation import Limits
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = skill_service_pb2.DESCRIPTOR.services_by_name["SkillService"].full_name
-HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SERVICE = skill_service_pb2.DESCRIPTOR.services_by_name["SkillService"]
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+SERVICE_NAME = SERVICE.full_name
+HEALTH_SERVICE_NAME = HEALTH_SERVICE.full_name
 LIVENESS_SERVICE_NAME = "liveness"
 """A health service name that is SERVING from start-up until shutdown begins, whatever
 the database does: for liveness probes, which must not restart a process because its
@@ -245,7 +256,16 @@ class App:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
         HEALTHY.set(1 if healthy else 0)
+        self.sample_pool()
         return healthy
+
+    def sample_pool(self) -> None:
+        """Publish the database pool's size and use (sampled with the health probe)."""
+        pool = self.db.pool
+        size = pool.get_size()
+        DB_POOL_MAX.set(pool.get_max_size())
+        DB_POOL_SIZE.set(size)
+        DB_POOL_IN_USE.set(size - pool.get_idle_size())
 
     async def _probe(self) -> None:
         await self.check_health()
@@ -377,7 +397,12 @@ async def build_server(
     # Security first: a bad key or certificate stops before anything starts.
     security = build_security(settings)
     tls = security.tls
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"SKILLSVC_DATA_DIR: cannot create {str(settings.data_dir)!r}: {exc.strerror or exc}"
+        ) from exc
     store = Store(settings.store_root)
     await asyncio.to_thread(store.init)
     db, embedded = await open_database(settings, run_migrations=run_migrations)
@@ -404,12 +429,11 @@ async def build_server(
             on_lost=cache.disconnected,
         )
         server = grpc.aio.server(
-            # Outermost first: metrics see every final code; the auth interceptor is
-            # innermost so its refusals are mapped like any other domain error.
             # Outermost first: tracing and metrics see the status the error interceptor
-            # maps, and auth refusals are mapped like any other error.
+            # maps, and auth refusals are mapped like any other error; the access line
+            # (metrics) is written inside the RPC's span, so it carries the trace id.
             interceptors=[
-                TracingInterceptor(),
+                *tracing_interceptors(),
                 MetricsInterceptor(),
                 ErrorInterceptor(),
                 AuthInterceptor(security.authenticator, PUBLIC_SERVICES),
@@ -433,6 +457,7 @@ async def build_server(
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        init_grpc_metrics((SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE))
         try:
             if tls is None:
                 port = server.add_insecure_port(settings.listen_addr)

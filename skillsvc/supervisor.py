@@ -188,16 +188,16 @@ class Supervisor:
                     )
                     return 2
             url = self._settings.database_url
-            if url is None:
-                from skillsvc.db import EmbeddedPostgres
-
-                embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
-                url = embedded.url
             try:
+                if url is None:
+                    from skillsvc.db import EmbeddedPostgres
+
+                    embedded = await EmbeddedPostgres.start(self._settings.data_dir / "postgres")
+                    url = embedded.url
                 await _migrate(url)
             except SkillsvcError as exc:
-                # Unreachable or refusing database: one line and exit 2, like a bad
-                # setting (the message names the URL without its password).
+                # A database that cannot start, be reached or be used: one line and
+                # exit 2, like a bad setting (a URL is shown without its password).
                 print(f"skillsvc: {exc.message}", file=sys.stderr)
                 return 2
             self._worker_env = {

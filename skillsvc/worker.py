@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from skillsvc.config import ConfigError, Settings
 from skillsvc.errors import SkillsvcError
+from skillsvc.logs import configure_logging
 
 logger = logging.getLogger("skillsvc.worker")
 
@@ -50,8 +51,8 @@ def _die_with(parent: int) -> None:
 
 async def run(settings: Settings, ready_fd: int) -> int:
     """Build and start this worker's server, report ready, serve until a signal."""
-    from skillsvc.api import configure_tracing
     from skillsvc.server import build_server
+    from skillsvc.tracing import configure_tracing
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,15 +62,19 @@ async def run(settings: Settings, ready_fd: int) -> int:
     # The supervisor passes SIGHUP on; until the server exists there is nothing to
     # reload, but its default action would kill the worker.
     loop.add_signal_handler(signal.SIGHUP, logger.info, "SIGHUP: not serving yet")
-    configure_tracing(os.environ)
-    app = await build_server(settings, run_migrations=False, reuse_port=True)
-    loop.add_signal_handler(signal.SIGHUP, app.reload_keys)  # key rotation (SPEC §7)
-    await app.start()
-    os.write(ready_fd, f"{app.port}\n".encode())
-    os.close(ready_fd)
-    await stop.wait()
-    logger.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
-    await app.stop()
+    provider = configure_tracing(os.environ)
+    try:
+        app = await build_server(settings, run_migrations=False, reuse_port=True)
+        loop.add_signal_handler(signal.SIGHUP, app.reload_keys)  # key rotation (SPEC §7)
+        await app.start()
+        os.write(ready_fd, f"{app.port}\n".encode())
+        os.close(ready_fd)
+        await stop.wait()
+        logger.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
+        await app.stop()
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes the spans still batched
     return 0
 
 
@@ -86,11 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s [worker {args.index}]: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format, worker=args.index)
     # A worker that cannot start (a key file, the address, the database) says why in
     # one line and exits 2 like `skillsvc serve`; the supervisor passes the code on
     # when its first worker cannot start.

@@ -42,7 +42,17 @@ class Served:
         self.log = log
 
     async def wait_serving(self, timeout: float = 60) -> None:
+        """Wait until health says SERVING and ``serve`` has said it serves.
+
+        The supervisor says so once every worker is up; the first one answers health
+        before its siblings have started, and a SIGTERM then would stop a worker that
+        is still starting.
+        """
         async with asyncio.timeout(timeout):
+            while not re.search(rb"^skillsvc \S+ serving on ", self.log.read_bytes(), re.M):
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
+                await asyncio.sleep(0.1)
             while True:
                 if self.proc.returncode is not None:
                     raise AssertionError(f"serve exited early:\n{self.log.read_text()}")

@@ -73,6 +73,13 @@ def _fake_make(tmp_path: Path) -> tuple[Path, Path]:
         f" >> {log}\n"
     )
     make.chmod(make.stat().st_mode | stat.S_IEXEC)
+    # The Node client's step too: the real one is `npm test` in clients/node.
+    npm = bin_dir / "npm"
+    npm.write_text(
+        f'#!/bin/sh\necho "npm $* in $(basename "$PWD")" >> {tmp_path / "npm.log"}\n'
+        'if [ "$1" = "--version" ]; then echo 0.0.0-fake; fi\n'
+    )
+    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
     return bin_dir, log
 
 
@@ -113,6 +120,11 @@ async def test_ci_runs_the_second_pass_on_the_machine_server(
         f"make pytest SKILLSVC_TEST_DATABASE_URL={pg_server_url}",
     ]
     assert f"pass 2: pytest on the machine's PostgreSQL {major}." in out
+    assert (tmp_path / "npm.log").read_text().splitlines()[:2] == [
+        "npm ci --no-audit --no-fund in node",
+        "npm test in node",
+    ]
+    assert "node client: npm ci && npm test in clients/node" in out
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")

@@ -83,7 +83,10 @@ async def test_metrics_endpoint_serves_prometheus_text(serve, db_url: str) -> No
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         )
     )
-    assert 'skillsvc_rpc_total{code="OK",method="CreateSkillDefinition"} 1.0' in body
+    assert (
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="CreateSkillDefinition",'
+        'grpc_service="skillsvc.v1.SkillService",grpc_type="unary"} 1.0'
+    ) in body
     assert "skillsvc_healthy 1.0" in body
     assert await served.terminate() == 0
 

@@ -156,6 +156,20 @@ async def test_serve_with_a_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -
     assert not (tmp_path / "data").exists()
 
 
+@WORKERS
+async def test_serve_with_a_data_dir_it_cannot_create_is_one_line_and_exit_2(
+    workers: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    ran = await skillsvc(
+        "serve",
+        SKILLSVC_WORKERS=workers,
+        SKILLSVC_DATA_DIR=str(tmp_path / "a-file" / "data"),
+        SKILLSVC_LISTEN_ADDR=f"127.0.0.1:{free_port()}",
+    )
+    assert_one_line_exit_2(ran, str(tmp_path / "a-file" / "data"), "Not a directory")
+
+
 async def test_history_of_an_unknown_skill_exits_non_zero(db_url: str, tmp_path: Path) -> None:
     env = {"SKILLSVC_DATABASE_URL": db_url, "SKILLSVC_DATA_DIR": str(tmp_path / "data")}
     ran = await skillsvc("history", "no-such-skill", **env)

@@ -191,7 +191,13 @@ async def test_rpc_metrics_count_by_method_and_code(
 
     def count(code: str) -> float:
         value = REGISTRY.get_sample_value(
-            "skillsvc_rpc_total", {"method": "GetSkillDefinition", "code": code}
+            "grpc_server_handled_total",
+            {
+                "grpc_type": "unary",
+                "grpc_service": "skillsvc.v1.SkillService",
+                "grpc_method": "GetSkillDefinition",
+                "grpc_code": code,
+            },
         )
         return value or 0.0
 

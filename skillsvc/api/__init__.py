@@ -4,16 +4,16 @@ from skillsvc.api._auth import AuthInterceptor, current_caller
 from skillsvc.api._errors import ErrorInterceptor, abort_with, to_status
 from skillsvc.api._metrics import MetricsInterceptor
 from skillsvc.api._servicer import SkillService
-from skillsvc.api._tracing import TracingInterceptor, configure_tracing
+from skillsvc.api._tracing import StreamClosingInterceptor, tracing_interceptors
 
 __all__ = [
     "AuthInterceptor",
     "ErrorInterceptor",
     "MetricsInterceptor",
     "SkillService",
-    "TracingInterceptor",
+    "StreamClosingInterceptor",
     "abort_with",
-    "configure_tracing",
     "current_caller",
     "to_status",
+    "tracing_interceptors",
 ]

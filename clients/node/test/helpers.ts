@@ -89,7 +89,8 @@ export class Server {
     readonly address: string,
     readonly dir: string,
     private readonly child: ChildProcess,
-    private readonly log: () => string,
+    /** Everything the server wrote to stdout and stderr so far. */
+    readonly log: () => string,
   ) {}
 
   /**
@@ -137,7 +138,11 @@ export class Server {
         }
         try {
           await client.listDefinitions();
-          return;
+          // The supervisor says it serves once every worker is up (the first answers
+          // before its siblings have started).
+          if (/^skillsvc \S+ serving on /m.test(this.log())) {
+            return;
+          }
         } catch (error) {
           if (Date.now() > deadline) {
             throw new Error(`skillsvc serve did not answer in time:\n${this.log()}`);
