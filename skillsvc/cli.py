@@ -27,7 +27,7 @@ from skillsvc.auth import add_token_parser, token_command
 from skillsvc.config import ConfigError, Settings, config_table
 from skillsvc.errors import SkillsvcError
 from skillsvc.healthcheck import add_healthcheck_parser, healthcheck_command
-from skillsvc.logs import configure_logging
+from skillsvc.logs import announce_serving, configure_logging
 
 logger = logging.getLogger("skillsvc")
 
@@ -72,8 +72,7 @@ async def _serve_traced(settings: Settings) -> int:
     except SkillsvcError as exc:
         await app.stop(0)
         return _cannot_start(exc)
-    if settings.log_format == "text":  # JSON logs stay one object per line
-        print(f"skillsvc {__version__} serving on {app.address}", file=sys.stderr, flush=True)
+    announce_serving(__version__, app.address, settings.log_format)
     await stop.wait()
     logger.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
     await app.stop()
@@ -115,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``skillsvc`` command."""
+    # skillsvc forks only to exec (pg_ctl, pg_dump, its workers). gRPC's fork handlers,
+    # run in a child forked while other threads call into gRPC, can crash that child
+    # before it execs (seen as pg_ctl dying with SIGSEGV/SIGBUS at shutdown). Set before
+    # gRPC is first loaded, and inherited by the workers.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     args = _parser().parse_args(argv)
     if args.command == "config":
         print(config_table())

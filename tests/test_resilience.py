@@ -100,7 +100,7 @@ async def test_a_connection_that_saw_a_driver_error_is_discarded(
 
         async def overlap() -> None:
             async with database.transaction() as tx:
-                pids.append(await tx.maintenance._db.fetchval("SELECT pg_backend_pid()"))
+                pids.append(await tx._db.fetchval("SELECT pg_backend_pid()"))
                 # Two statements at once on one connection: asyncpg's InterfaceError
                 # ("another operation is in progress") leaves it in an unknown state.
                 await asyncio.gather(tx.ping(), tx.ping())
@@ -115,7 +115,7 @@ async def test_a_connection_that_saw_a_driver_error_is_discarded(
         # The pool replaced it: the next caller gets a fresh, working connection.
         await database.repo.ping()
         async with database.transaction() as tx:
-            assert await tx.maintenance._db.fetchval("SELECT pg_backend_pid()") != pid
+            assert await tx._db.fetchval("SELECT pg_backend_pid()") != pid
     finally:
         await database.close()
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from google.protobuf import timestamp_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from skillsvc.api._errors import ERROR_DOMAIN, pack
-from skillsvc.core.installs import report_details
-from skillsvc.core.models import Change, Definition, Operation, OperationError, Package
+from skillsvc.api._errors import render_status
+from skillsvc.api._reports import manifest_to_pb, report_to_pb
+from skillsvc.core.models import Change, Definition, Operation, Package
 from skillsvc.v1 import resources_pb2
-from skillsvc.validation import Report
+
+__all__ = [
+    "definition_to_pb",
+    "event_to_pb",
+    "manifest_to_pb",
+    "operation_to_pb",
+    "package_to_pb",
+    "report_to_pb",
+    "timestamp",
+]
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -40,77 +46,6 @@ def definition_to_pb(d: Definition) -> resources_pb2.SkillDefinition:
     )
 
 
-_SEVERITY = {
-    "ERROR": resources_pb2.SEVERITY_ERROR,
-    "WARNING": resources_pb2.SEVERITY_WARNING,
-}
-
-
-def manifest_to_pb(manifest: Mapping[str, Any] | None) -> resources_pb2.Manifest | None:
-    """A stored manifest (JSON object) on the wire."""
-    if not manifest:
-        return None
-    return resources_pb2.Manifest(
-        name=str(manifest.get("name", "")),
-        description=str(manifest.get("description", "")),
-        version=str(manifest.get("version", "")),
-        license=str(manifest.get("license", "")),
-        compatibility=str(manifest.get("compatibility", "")),
-        allowed_tools=[str(t) for t in manifest.get("allowed_tools", [])],
-        metadata={str(k): str(v) for k, v in dict(manifest.get("metadata", {})).items()},
-    )
-
-
-def report_dict_to_pb(report: Mapping[str, Any]) -> resources_pb2.ValidationReport:
-    """A validation report in its stored JSON form on the wire."""
-    return resources_pb2.ValidationReport(
-        valid=bool(report["valid"]),
-        violations=[
-            resources_pb2.Violation(
-                code=v["code"],
-                path=v["path"],
-                message=v["message"],
-                severity=_SEVERITY[v["severity"]],
-            )
-            for v in report["violations"]
-        ],
-        manifest=manifest_to_pb(report.get("manifest")),
-        sha256=report["sha256"],
-        size_bytes=report["size_bytes"],
-        unpacked_bytes=report["unpacked_bytes"],
-        file_count=report["file_count"],
-    )
-
-
-def report_to_pb(report: Report) -> resources_pb2.ValidationReport:
-    """A validator report on the wire."""
-    return report_dict_to_pb(report_details(report)["validation_report"])
-
-
-def error_to_status(error: OperationError) -> status_pb2.Status:
-    """An operation's failure as ``google.rpc.Status`` (report in the details)."""
-    status = status_pb2.Status(code=code_pb2.Code.Value(error.code), message=error.message)
-    status.details.append(
-        pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
-    )
-    if error.details and "validation_report" in error.details:
-        status.details.append(pack(report_dict_to_pb(error.details["validation_report"])))
-    if error.details and "quota_violations" in error.details:
-        status.details.append(
-            pack(
-                error_details_pb2.QuotaFailure(
-                    violations=[
-                        error_details_pb2.QuotaFailure.Violation(
-                            subject=v["subject"], description=v["description"]
-                        )
-                        for v in error.details["quota_violations"]
-                    ]
-                )
-            )
-        )
-    return status
-
-
 def operation_to_pb(op: Operation) -> resources_pb2.Operation:
     """The wire form of an operation."""
     return resources_pb2.Operation(
@@ -125,7 +60,7 @@ def operation_to_pb(op: Operation) -> resources_pb2.Operation:
         reason=op.reason,
         attempt=op.attempt,
         retry_of=op.retry_of or "",
-        error=error_to_status(op.error) if op.error else None,
+        error=render_status(op.error) if op.error else None,
         bytes_done=op.bytes_done,
         bytes_total=op.bytes_total,
         requested_by=op.requested_by,
@@ -145,7 +80,7 @@ def event_to_pb(item: Operation | Change) -> resources_pb2.InstallEvent:
     """A progress event from a full operation or a notified change."""
     error = None
     if isinstance(item, Operation):
-        error = error_to_status(item.error) if item.error else None
+        error = render_status(item.error) if item.error else None
         when = item.update_time
     else:
         when = item.time

@@ -1,7 +1,9 @@
 """The one place where domain errors become gRPC statuses.
 
-:func:`to_status` builds a ``google.rpc.Status`` with rich details (``ErrorInfo``
-always; ``BadRequest`` for field violations; ``QuotaFailure`` for quotas). The
+:func:`render_status` builds a ``google.rpc.Status`` with rich details (``ErrorInfo``
+always; ``BadRequest`` for field violations; ``QuotaFailure`` for quotas; the
+``ValidationReport`` of a failed validation) from an error's record, for RPC errors
+(:func:`to_status`) and stored operation failures alike. The
 :class:`ErrorInterceptor` applies it to every RPC, unary and streaming: deliberate
 errors keep their code, anything else is logged with its traceback and sent as a
 generic ``INTERNAL``. A client that went away is not an error.
@@ -26,7 +28,10 @@ from skillsvc.api._handlers import (
     stream_of,
     wrap_handler,
 )
-from skillsvc.errors import InvalidArgument, ResourceExhausted, SkillsvcError
+from skillsvc.api._reports import report_dict_to_pb
+from skillsvc.core.failures import error_record
+from skillsvc.core.models import OperationError
+from skillsvc.errors import SkillsvcError
 
 logger = logging.getLogger(__name__)
 
@@ -40,45 +45,59 @@ def pack(message: Any) -> any_pb2.Any:
     return packed
 
 
-def to_status(error: SkillsvcError, extra_details: tuple[Any, ...] = ()) -> status_pb2.Status:
-    """The ``google.rpc.Status`` for a domain error, with its rich details."""
-    status = status_pb2.Status(
-        code=code_pb2.Code.Value(error.status),
-        message=error.message,
-    )
+def render_status(error: OperationError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` of a recorded error: the one rendering of every failure.
+
+    RPC errors (:func:`to_status`) and stored operation failures both come here, from
+    the same record (:func:`skillsvc.core.failures.error_record`), so a background
+    failure carries what the RPC error would: ErrorInfo (reason, metadata), BadRequest,
+    QuotaFailure and the ValidationReport.
+    """
+    details = error.details or {}
+    status = status_pb2.Status(code=code_pb2.Code.Value(error.code), message=error.message)
     status.details.append(
         pack(
             error_details_pb2.ErrorInfo(
-                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+                reason=error.reason,
+                domain=ERROR_DOMAIN,
+                metadata={str(k): str(v) for k, v in details.get("metadata", {}).items()},
             )
         )
     )
-    if isinstance(error, InvalidArgument) and error.violations:
+    if details.get("field_violations"):
         status.details.append(
             pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
+                            field=v["field"], description=v["description"]
                         )
-                        for v in error.violations
+                        for v in details["field_violations"]
                     ]
                 )
             )
         )
-    if isinstance(error, ResourceExhausted) and error.violations:
+    if details.get("quota_violations"):
         status.details.append(
             pack(
                 error_details_pb2.QuotaFailure(
                     violations=[
                         error_details_pb2.QuotaFailure.Violation(
-                            subject=v.subject, description=v.description
+                            subject=v["subject"], description=v["description"]
                         )
-                        for v in error.violations
+                        for v in details["quota_violations"]
                     ]
                 )
             )
         )
+    if details.get("validation_report"):
+        status.details.append(pack(report_dict_to_pb(details["validation_report"])))
+    return status
+
+
+def to_status(error: SkillsvcError, extra_details: tuple[Any, ...] = ()) -> status_pb2.Status:
+    """The ``google.rpc.Status`` for a domain error, with its rich details."""
+    status = render_status(error_record(error))
     for detail in extra_details:
         status.details.append(pack(detail))
     return status

@@ -158,7 +158,7 @@ async def gc(
         for skill_id, version in packages:
             async with db.transaction() as tx:
                 await tx.lock_skill(skill_id)
-                if await tx.maintenance.delete_failed_package(skill_id, version):
+                if await tx.delete_failed_package(skill_id, version):
                     await asyncio.to_thread(store.remove_version, skill_id, version)
         for instance_id in staging:
             await asyncio.to_thread(store.remove_instance_staging, instance_id)

@@ -11,8 +11,8 @@ from skillsvc.db._admin import forget_instances, holds_skills, schema_version, s
 from skillsvc.db._embedded import EmbeddedPostgres
 from skillsvc.db._listener import CATALOG_CHANNEL, Listener
 from skillsvc.db._migrate import Migration, load_migrations, migrate
+from skillsvc.db._queries import PROGRESS_CHANNEL
 from skillsvc.db._repository import (
-    PROGRESS_CHANNEL,
     Database,
     Instance,
     NewOperation,

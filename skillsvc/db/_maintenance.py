@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from skillsvc.db._repository import _Executor, translate_errors
+from skillsvc.db._driver import Executor, translate_errors
 
 READY_PACKAGES: Final = """
 SELECT skill_id, version, sha256, size_bytes, files FROM skill_packages WHERE state = 'READY'
@@ -37,10 +37,6 @@ DELETE_OPERATIONS: Final = "DELETE FROM skill_install_logs WHERE operation_id = 
 EXPIRED_FAILED_PACKAGES: Final = """
 SELECT skill_id, version FROM skill_packages
 WHERE state = 'FAILED' AND update_time < now() - make_interval(secs => $1)
-"""
-
-DELETE_FAILED_PACKAGE: Final = """
-DELETE FROM skill_packages WHERE skill_id = $1 AND version = $2 AND state = 'FAILED'
 """
 
 # Archives in blobs/ that are some package's original.
@@ -116,7 +112,7 @@ class ReadyPackage:
 class Maintenance:
     """Named operator queries over a pool or one connection."""
 
-    def __init__(self, executor: _Executor) -> None:
+    def __init__(self, executor: Executor) -> None:
         self._db = executor
 
     async def ready_packages(self) -> list[ReadyPackage]:
@@ -167,12 +163,6 @@ class Maintenance:
         with translate_errors():
             rows = await self._db.fetch(EXPIRED_FAILED_PACKAGES, older_than)
         return [(r["skill_id"], r["version"]) for r in rows]
-
-    async def delete_failed_package(self, skill_id: str, version: str) -> bool:
-        """Delete a FAILED package row."""
-        with translate_errors():
-            status = await self._db.execute(DELETE_FAILED_PACKAGE, skill_id, version)
-        return str(status) == "DELETE 1"
 
     async def blobs_in_use(self) -> set[str]:
         """Digests of the archives in blobs/ that packages refer to."""

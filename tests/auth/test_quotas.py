@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from skillsvc.server import App
 from skillsvc.v1 import resources_pb2, skill_service_pb2_grpc
 from tests.auth.conftest import ADMIN, PUBLISHER, SECRET, create, finish, install
-from tests.helpers import detail, expect_status, reason
+from tests.helpers import detail, expect_status, reason, rich_status
 from tests.packages import make_archive, skill_archive, skill_md
 
 Stub = skill_service_pb2_grpc.SkillServiceStub
@@ -112,18 +112,23 @@ async def test_versions_per_skill(quota_stub: Stub) -> None:
     assert subject == "skill:acme-tool"
     assert "SKILLSVC_MAX_VERSIONS_PER_SKILL" in description
     # Installing the FAILED 1.2.0 again would make a fourth live version as well.
-    error = await expect_status(
+    refused = await expect_status(
         install(
             quota_stub, "acme-tool", skill_archive("acme-tool", "1.2.0"), PUBLISHER, version="1.2.0"
         ),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     )
     # Without a version in the request it is found in the manifest, after the upload:
-    # the operation fails with the same status and detail.
+    # the operation fails with the same google.rpc.Status as the RPC error, details
+    # (ErrorInfo reason and metadata, QuotaFailure) included.
     op = await install(quota_stub, "acme-tool", skill_archive("acme-tool", "3.0.0"), PUBLISHER)
     final = await finish(quota_stub, op.operation_id, PUBLISHER)
     assert final.state == FAILED
-    assert final.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert final.error == rich_status(refused)
+    info = error_details_pb2.ErrorInfo()
+    final.error.details[0].Unpack(info)
+    assert info.reason == "QUOTA_EXCEEDED"
+    assert dict(info.metadata) == {"quota": "SKILLSVC_MAX_VERSIONS_PER_SKILL", "limit": "3"}
     failures = [d for d in final.error.details if d.Is(error_details_pb2.QuotaFailure.DESCRIPTOR)]
     assert len(failures) == 1
     # Installed versions may still be installed again (same bytes: nothing new).

@@ -52,7 +52,10 @@ def _jwks(**keys: ec.EllipticCurvePrivateKey) -> str:
 
 async def _outcome(address: str, token: str) -> str:
     """``OK`` or the ErrorInfo reason of a ListSkillDefinitions call with ``token``."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    # A connection of its own each time (not gRPC's shared one), so that with several
+    # worker processes on one port the calls reach different workers.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
         stub = skill_service_pb2_grpc.SkillServiceStub(channel)
         try:
             await stub.ListSkillDefinitions(
@@ -68,12 +71,12 @@ async def _outcome(address: str, token: str) -> str:
     return reason(error)
 
 
-async def _sighup_and_wait(served: Served, marker: str) -> None:
-    """Send SIGHUP and wait (bounded) until the log shows one more ``marker`` line."""
+async def _sighup_and_wait(served: Served, marker: str, processes: int = 1) -> None:
+    """Send SIGHUP and wait (bounded) until ``processes`` more ``marker`` lines are logged."""
     before = served.log.read_text().count(marker)
     os.kill(served.proc.pid, signal.SIGHUP)
     async with asyncio.timeout(30):
-        while served.log.read_text().count(marker) <= before:
+        while served.log.read_text().count(marker) < before + processes:
             assert served.proc.returncode is None, served.log.read_text()
             await asyncio.sleep(0.05)
 
@@ -152,4 +155,55 @@ async def test_sighup_without_jwt_changes_nothing(serve, db_url: str) -> None:  
     await served.wait_serving()
     await _sighup_and_wait(served, "SIGHUP: no keys to reload")
     await served.wait_serving()
+    assert await served.terminate() == 0
+
+
+async def test_sighup_reaches_every_worker(serve, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    secrets_file = tmp_path / "jwt-secrets"
+    secrets_file.write_text(f"{OLD_SECRET}\n")
+    served = await serve(
+        SKILLSVC_DATABASE_URL=db_url,
+        SKILLSVC_AUTH="jwt",
+        SKILLSVC_JWT_SECRETS_FILE=str(secrets_file),
+        SKILLSVC_WORKERS="2",
+    )
+    # Announced once both workers serve (the second starts after the first): a worker
+    # started after the files change reads the new keys and logs no reload.
+    await served.announced_address()
+    new = _token(NEW_SECRET, "HS256")
+    assert await _outcome(served.address, new) == "TOKEN_INVALID"
+    secrets_file.write_text(f"{NEW_SECRET}\n{OLD_SECRET}\n")
+    # The supervisor passes SIGHUP to both workers; each logs its reload.
+    await _sighup_and_wait(served, "JWT keys reloaded", processes=2)
+    outcomes = [await _outcome(served.address, new) for _ in range(8)]
+    assert outcomes == ["OK"] * 8
+    assert await served.terminate() == 0
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_sighup_while_a_worker_starts_waits_until_it_serves(  # type: ignore[no-untyped-def]
+    serve, db_url: str, tmp_path: Path
+) -> None:
+    secrets_file = tmp_path / "jwt-secrets"
+    secrets_file.write_text(f"{OLD_SECRET}\n")
+    served = await serve(
+        SKILLSVC_DATABASE_URL=db_url,
+        SKILLSVC_AUTH="jwt",
+        SKILLSVC_JWT_SECRETS_FILE=str(secrets_file),
+        SKILLSVC_WORKERS="2",
+    )
+    # The moment the second worker exists, before it can handle SIGHUP (whose default
+    # action would kill it): the supervisor must hold the signal back until it serves.
+    async with asyncio.timeout(60):
+        while len(_children(served.proc.pid)) < 2:
+            assert served.proc.returncode is None, served.log.read_text()
+            await asyncio.sleep(0.005)
+    assert "[worker 1]" not in served.log.read_text(), "too late: worker 1 already logs"
+    await _sighup_and_wait(served, "JWT keys reloaded", processes=2)
+    await served.announced_address()
+    assert "exited" not in served.log.read_text(), served.log.read_text()
+    assert await _outcome(served.address, _token(OLD_SECRET, "HS256")) == "OK"
     assert await served.terminate() == 0

@@ -318,6 +318,22 @@ async def test_one_metrics_endpoint_adds_up_every_worker(serve, db_url: str) -> 
     for gauge in ("skill_storage_bytes", "skill_store_free_bytes", "skill_store_total_bytes"):
         assert len(samples[gauge]) == 1, gauge
         assert samples[gauge][0][1] > 0, gauge
+    # The standard per-RPC series add up the same way, every method there from the start.
+    handled = {
+        (labels["grpc_method"], labels["grpc_code"]): value
+        for labels, value in samples["grpc_server_handled_total"]
+    }
+    assert handled[("Install", "OK")] == total
+    # Never called, pre-initialised by both workers: one series, at zero.
+    rollbacks = [
+        v
+        for labels, v in samples["grpc_server_handled_total"]
+        if labels["grpc_method"] == "Rollback"
+    ]
+    assert rollbacks == [0.0]
+    # Each worker's pool counts once: SKILLSVC_DB_POOL_SIZE (10) per worker.
+    assert samples["skillsvc_db_pool_max"] == [({}, 20.0)]
+    assert samples["skill_installs_running"] == [({}, 0.0)]
     assert await served.terminate() == 0
 
 
