@@ -46,8 +46,12 @@ async def _major(url: str) -> int:
 
 
 def _env(**values: str) -> dict[str, str]:
-    # Never start a cluster from a test: the machine's server is shared.
-    return child_env(SKILLSVC_CI_PG_CLUSTER="", **values)
+    # Never start a cluster from a test: the machine's server is shared. CI is unset
+    # unless a test sets it: the suite itself runs under CI=true in CI.
+    env = child_env(SKILLSVC_CI_PG_CLUSTER="", **values)
+    if "CI" not in values:
+        env.pop("CI", None)
+    return env
 
 
 async def test_machine_pg_prints_the_version_of_a_server_that_answers(pg_server_url: str) -> None:

@@ -30,14 +30,13 @@ TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
 TRACEPARENT = (("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),)
 DONE = resources_pb2.INSTALL_STAGE_DONE
+# The stages an upload install reports (the digest is checked while receiving;
+# extraction validates; the commit activates).
 STAGES = [
     "install receiving",
     "install queued",
-    "install verifying",
     "install extracting",
-    "install validating",
     "install committing",
-    "install activating",
 ]
 
 
