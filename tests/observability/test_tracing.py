@@ -33,11 +33,8 @@ DONE = resources_pb2.INSTALL_STAGE_DONE
 STAGES = [
     "install receiving",
     "install queued",
-    "install verifying",
     "install extracting",
-    "install validating",
     "install committing",
-    "install activating",
 ]
 
 
