@@ -277,6 +277,21 @@ class Settings:
         "new version's install fails with RESOURCE_EXHAUSTED.",
     )
     """Version quota per skill."""
+    read_cache_entries: int = _setting(
+        "SKILLSVC_READ_CACHE_ENTRIES",
+        10_000,
+        "Most definitions and packages each worker keeps in its read cache "
+        "(GetSkillDefinition, GetPackage; least recently used dropped first); 0 turns "
+        "the cache off.",
+    )
+    """Size cap of the read cache (entries)."""
+    read_cache_ttl_seconds: float = _setting(
+        "SKILLSVC_READ_CACHE_TTL_SECONDS",
+        60.0,
+        "Longest a read-cache entry is served. Changes drop entries at once (NOTIFY); "
+        "this only bounds staleness should the LISTEN connection die unnoticed.",
+    )
+    """Lifetime of a read-cache entry."""
     # -- gRPC transport (README, "Operations") ------------------------------------------
     max_message_bytes: int = _setting(
         "SKILLSVC_MAX_MESSAGE_BYTES",
@@ -393,6 +408,7 @@ class Settings:
             "max_concurrent_streams",
             "keepalive_seconds",
             "keepalive_timeout_seconds",
+            "read_cache_ttl_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -401,6 +417,7 @@ class Settings:
             "shutdown_grace_seconds",
             "url_max_redirects",
             "jwt_leeway_seconds",
+            "read_cache_entries",
             "keepalive_min_ping_seconds",
             "max_connection_age_seconds",
             "max_connection_age_grace_seconds",
@@ -537,6 +554,8 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "tls_client_ca_file": Path,
     "max_skills_per_tenant": int,
     "max_versions_per_skill": int,
+    "read_cache_entries": int,
+    "read_cache_ttl_seconds": float,
     "max_message_bytes": int,
     "max_concurrent_streams": int,
     "keepalive_seconds": float,

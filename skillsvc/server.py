@@ -28,12 +28,20 @@ from skillsvc.api import (
 )
 from skillsvc.auth import Authenticator, JwtAuthentication, build_authenticator, load_key_set
 from skillsvc.config import ConfigError, Settings
+from skillsvc.core.cache import ReadCache
 from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.installs import Installer, InstallerSettings
 from skillsvc.core.lifecycle import Lifecycle
 from skillsvc.core.progress import ProgressHub
-from skillsvc.db import PROGRESS_CHANNEL, Database, EmbeddedPostgres, Listener, connect
+from skillsvc.db import (
+    CATALOG_CHANNEL,
+    PROGRESS_CHANNEL,
+    Database,
+    EmbeddedPostgres,
+    Listener,
+    connect,
+)
 from skillsvc.errors import Unavailable
 from skillsvc.intake import UrlPolicy
 from skillsvc.loops import run_forever
@@ -158,7 +166,9 @@ class App:
     hub: ProgressHub
     """Progress fan-out to watchers."""
     listener: Listener
-    """The LISTEN connection feeding the hub."""
+    """The LISTEN connection feeding the hub and the read cache."""
+    cache: ReadCache
+    """Definitions and packages read by GetSkillDefinition and GetPackage."""
     port: int
     """The bound gRPC port (useful with port 0)."""
     authenticator: Authenticator
@@ -176,7 +186,12 @@ class App:
     async def start(self) -> None:
         """Recover, then serve RPCs and start probing health."""
         await self.listener.start()
+        self.cache.connected()
         await self.installer.start()
+        # /metrics answers before health says SERVING, so whoever waits for SERVING
+        # can scrape at once.
+        if self.settings.metrics_addr:
+            self._metrics_server = _start_metrics(self.settings.metrics_addr)
         await self.server.start()
         await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.check_health()
@@ -191,8 +206,6 @@ class App:
                 name="health-probe",
             )
         )
-        if self.settings.metrics_addr:
-            self._metrics_server = _start_metrics(self.settings.metrics_addr)
         logger.info("skillsvc serving on %s", self.address)
 
     def reload_keys(self) -> bool:
@@ -396,10 +409,27 @@ async def build_server(
     await asyncio.to_thread(store.init)
     db, embedded = await open_database(settings, run_migrations=run_migrations)
     try:
-        definitions = Definitions(db, max_skills_per_tenant=settings.max_skills_per_tenant)
+        cache = ReadCache(settings.read_cache_entries, settings.read_cache_ttl_seconds)
+        # Whatever this process commits may have changed a cached row: drop them all
+        # at once (its own NOTIFY would come a moment later), so callers read their
+        # own writes.
+        db.after_commit = cache.invalidate_all
+        definitions = Definitions(
+            db, max_skills_per_tenant=settings.max_skills_per_tenant, cache=cache
+        )
         hub = ProgressHub()
         installer = Installer(db, store, definitions, installer_settings(settings))
-        listener = Listener(db.url, PROGRESS_CHANNEL, hub.dispatch, hub.resync)
+
+        def reconnected() -> None:
+            hub.resync()
+            cache.connected()
+
+        listener = Listener(
+            db.url,
+            {PROGRESS_CHANNEL: hub.dispatch, CATALOG_CHANNEL: cache.dispatch},
+            reconnected,
+            on_lost=cache.disconnected,
+        )
         server = grpc.aio.server(
             # Outermost first: tracing and metrics see the status the error interceptor
             # maps, and auth refusals are mapped like any other error; the access line
@@ -457,5 +487,6 @@ async def build_server(
         installer=installer,
         hub=hub,
         listener=listener,
+        cache=cache,
         authenticator=security.authenticator,
     )

@@ -103,14 +103,30 @@ class Catalog:
         check_skill_id(skill_id)
         if version and not is_valid_semver(version):
             raise InvalidArgument.field("version", f"must be a semantic version; got {version!r}")
-        found = await self._db.repo.get_package_or_current(
-            skill_id, version or None, caller.visible_tenant
-        )
+        cache = self._definitions.cache
+        if cache.online:
+            # The definition first (cached like the package): it decides visibility,
+            # so a cached package of another tenant's private skill is NOT_FOUND, as
+            # from SQL.
+            await self._definitions.get(caller, skill_id)
+            cached = cache.package(skill_id, version)
+            if cached is not None:
+                found = cached.value
+            else:
+                generation = cache.generation
+                found = await self._db.repo.get_package_or_current(skill_id, version or None, None)
+                cache.put_package(skill_id, version, found, generation)
+        else:
+            # No cache (turned off, or changes unheard): one query that filters itself.
+            found = await self._db.repo.get_package_or_current(
+                skill_id, version or None, caller.visible_tenant
+            )
+            if found is None:
+                # Only on the way out: say precisely what is missing (NOT_FOUND for
+                # an invisible skill too).
+                await self._definitions.get(caller, skill_id)
         if found is not None:
             return found
-        # Only on the way out: say precisely what is missing (NOT_FOUND for an
-        # invisible skill too).
-        await self._definitions.get(caller, skill_id)
         if not version:
             raise NotFound(f"{skill_id} has no current version")
         raise NotFound(f"package {skill_id} {version} not found")

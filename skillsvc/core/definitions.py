@@ -10,6 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
+from skillsvc.core.cache import ReadCache, visible
 from skillsvc.core.models import Caller, Definition, DefinitionChanges
 from skillsvc.core.naming import SKILL_NAME_RULE, is_valid_skill_name
 from skillsvc.core.paging import next_page_token, page_request
@@ -74,9 +75,17 @@ def _text_violations(
 class Definitions:
     """The definition use cases."""
 
-    def __init__(self, db: Database, *, max_skills_per_tenant: int = 100) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_skills_per_tenant: int = 100,
+        cache: ReadCache | None = None,
+    ) -> None:
         self._db = db
         self._max_skills_per_tenant = max_skills_per_tenant
+        self.cache = cache if cache is not None else ReadCache(0, 0)
+        """The read cache shared with the catalog (size 0: off)."""
 
     @staticmethod
     def check_can_manage(caller: Caller, tenant: str) -> None:
@@ -126,9 +135,23 @@ class Definitions:
     async def get(self, caller: Caller, skill_id: str) -> Definition:
         """The definition, or NOT_FOUND when it does not exist or is not visible."""
         check_skill_id(skill_id)
-        found = await self._db.repo.get_definition(skill_id, caller.visible_tenant)
-        if found is None:
+        found = await self.lookup(skill_id)
+        # The rule the SQL would apply, applied to the cached row: another tenant's
+        # private definition is NOT_FOUND, exactly as when read from the table.
+        if found is None or not visible(found, caller.visible_tenant):
             raise NotFound(f"skill definition {skill_id!r} not found")
+        return found
+
+    async def lookup(self, skill_id: str) -> Definition | None:
+        """The definition whoever owns it (no visibility check), from the cache if held."""
+        if not self.cache.online:
+            return await self._db.repo.get_definition(skill_id, None)
+        cached = self.cache.definition(skill_id)
+        if cached is not None:
+            return cached.value
+        generation = self.cache.generation
+        found = await self._db.repo.get_definition(skill_id, None)
+        self.cache.put_definition(skill_id, found, generation)
         return found
 
     async def list(

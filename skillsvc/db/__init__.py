@@ -9,7 +9,7 @@ import asyncpg
 
 from skillsvc.db._admin import forget_instances, holds_skills, schema_version, server_major
 from skillsvc.db._embedded import EmbeddedPostgres
-from skillsvc.db._listener import Listener
+from skillsvc.db._listener import CATALOG_CHANNEL, Listener
 from skillsvc.db._migrate import Migration, load_migrations, migrate
 from skillsvc.db._queries import PROGRESS_CHANNEL
 from skillsvc.db._repository import (
@@ -24,6 +24,7 @@ from skillsvc.errors import Unavailable
 from skillsvc.metrics import DB_STATEMENTS
 
 __all__ = [
+    "CATALOG_CHANNEL",
     "PROGRESS_CHANNEL",
     "Database",
     "EmbeddedPostgres",

@@ -1,9 +1,11 @@
-"""LISTEN on a PostgreSQL channel over a dedicated connection that reconnects itself.
+"""LISTEN on PostgreSQL channels over one dedicated connection that reconnects itself.
 
-Progress events travel through ``NOTIFY`` so that a watcher connected to any replica
-sees changes made by any other. While the connection is down, notifications are
-lost; the listener tells its owner when it is back (``on_reconnect``) so watchers can
-re-read what they may have missed from the table. Reconnection attempts back off
+Progress events and catalog changes travel through ``NOTIFY`` so that a process
+connected to any replica sees changes made by any other. While the connection is down,
+notifications are lost; the listener says so at once (``on_lost``) and again when it is
+back (``on_reconnect``), so watchers can re-read what they may have missed from the
+table and caches can drop what they hold. One connection carries every channel, so
+notifications arrive in commit order across channels too. Reconnection attempts back off
 exponentially with jitter (0.5 s up to 5 s); the loss is logged at WARNING, the
 recovery at INFO, and no error ends the supervising task.
 """
@@ -13,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import asyncpg
 
@@ -22,24 +24,31 @@ from skillsvc.loops import Backoff
 
 logger = logging.getLogger(__name__)
 
+CATALOG_CHANNEL: Final = "skillsvc_catalog"
+"""The NOTIFY channel of definition and package changes; the payload is the skill id.
+
+Sent by the triggers of ``migrations/0004_catalog_notify.sql`` in the writing transaction.
+"""
+
 
 class Listener:
-    """Delivers each notification payload on ``channel`` to ``on_message``."""
+    """Delivers each notification payload on a channel to that channel's handler."""
 
     def __init__(
         self,
         url: str,
-        channel: str,
-        on_message: Callable[[str], None],
+        handlers: Mapping[str, Callable[[str], None]],
         on_reconnect: Callable[[], None],
         *,
+        on_lost: Callable[[], None] | None = None,
         retry_seconds: float = 0.5,
         max_retry_seconds: float = 5.0,
     ) -> None:
         self._url = url
-        self._channel = channel
-        self._on_message = on_message
+        self._handlers = dict(handlers)
+        self._channel = ", ".join(self._handlers)
         self._on_reconnect = on_reconnect
+        self._on_lost = on_lost
         self._backoff = Backoff(base=retry_seconds, cap=max_retry_seconds)
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
@@ -47,17 +56,35 @@ class Listener:
         self.reconnects = 0
         """How many times the connection was lost and restored."""
 
-    def _deliver(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._on_message(payload)
+    @property
+    def connected(self) -> bool:
+        """True while the LISTEN connection is up (nothing is being missed)."""
+        return self._conn is not None and not self._lost.is_set() and not self._conn.is_closed()
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The PostgreSQL backend of the LISTEN connection (for operators and tests)."""
+        return None if self._conn is None else self._conn.get_server_pid()
+
+    def _deliver(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        self._handlers[channel](payload)
 
     def _terminated(self, _conn: Any) -> None:
         self._lost.set()
+        if self._on_lost is not None:
+            try:
+                self._on_lost()
+            except Exception:
+                logger.warning(
+                    "reacting to the loss of the LISTEN connection failed", exc_info=True
+                )
 
     async def _connect(self) -> None:
         conn = await asyncpg.connect(self._url, timeout=10)
         try:
             conn.add_termination_listener(self._terminated)
-            await conn.add_listener(self._channel, self._deliver)
+            for channel in self._handlers:
+                await conn.add_listener(channel, self._deliver)
         except BaseException:
             conn.terminate()
             raise

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -468,6 +468,9 @@ class Database:
         self.url = url
         """The URL the pool connects to (dedicated connections such as LISTEN use it)."""
         self.repo = Repository(Discarding(pool))
+        self.after_commit: Callable[[], None] | None = None
+        """Called once each transaction's COMMIT has been sent (even if it failed: the
+        outcome may be unknown), so caches of this process drop what it may have changed."""
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Repository]:
@@ -505,6 +508,9 @@ class Database:
             except BaseException:
                 discard = True
                 raise
+            finally:
+                if self.after_commit is not None:
+                    self.after_commit()
         except BaseException as exc:
             discard = (
                 discard or not isinstance(exc, Exception) or is_connection_error(root_error(exc))
