@@ -41,7 +41,9 @@ ERROR_DOMAIN: Final = "skillsvc.v1"
 def pack(message: Any) -> any_pb2.Any:
     """``message`` packed into a ``google.protobuf.Any``."""
     packed = any_pb2.Any()
-    packed.Pack(message)
+    # Deterministic: map entries (ErrorInfo metadata) in key order, so one status is
+    # the same bytes whichever path (an RPC error, a stored failure) built it.
+    packed.Pack(message, deterministic=True)
     return packed
 
 

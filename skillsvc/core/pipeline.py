@@ -231,11 +231,14 @@ class Pipeline(Recovery):
                 manifest=manifest,
                 files=files,
                 path=str(final),
+                make_current=op.activate,
             )
             if not ok:
                 raise Aborted("the version was taken over by another install", reason="CLAIM_LOST")
             # READY, current and DONE commit together: one transaction, one skill lock.
-            await self._conclude(tx, op, version, started, "installed (not activated)")
+            await self._conclude(
+                tx, op, version, started, "installed (not activated)", current_set=True
+            )
 
     async def _download(self, op: Operation, req: InstallRequest, path: Path) -> Spooled:
         op = await self._stage(op, Stage.DOWNLOADING, "downloading")
@@ -296,7 +299,14 @@ class Pipeline(Recovery):
             await self._conclude(tx, op, version, started, "already installed")
 
     async def _conclude(
-        self, tx: Repository, op: Operation, version: str, started: float, inactive: str
+        self,
+        tx: Repository,
+        op: Operation,
+        version: str,
+        started: float,
+        inactive: str,
+        *,
+        current_set: bool = False,
     ) -> None:
         """Make ``version`` current if asked, and end the operation, in ``tx``.
 
@@ -307,7 +317,10 @@ class Pipeline(Recovery):
         if not op.activate:
             await self._finish(tx, op, inactive, started, version)
             return
-        await tx.set_current_version(op.skill_id, version, op.operation_id, OperationType.INSTALL)
+        if not current_set:  # else marking it READY made it current too
+            await tx.set_current_version(
+                op.skill_id, version, op.operation_id, OperationType.INSTALL
+            )
         await self._finish(tx, op, f"{version} installed and current", started, version)
         await asyncio.to_thread(self._store.activate, op.skill_id, version)
 

@@ -216,11 +216,27 @@ ON CONFLICT (skill_id, version) DO UPDATE SET
     files = '[]', path = '', create_time = now(), update_time = now()
 """
 
+# READY, and with $11 current as well (as SET_CURRENT_VERSION does, recorded as an
+# install's activation), in one statement; the count says whether the claim held.
 MARK_PACKAGE_READY: Final = """
-UPDATE skill_packages SET
-    state = 'READY', sha256 = $3, size_bytes = $4, unpacked_bytes = $5, file_count = $6,
-    manifest = $7::jsonb, files = $8::jsonb, path = $9, update_time = now()
-WHERE skill_id = $1 AND version = $2 AND operation_id = $10
+WITH ready AS (
+    UPDATE skill_packages SET
+        state = 'READY', sha256 = $3, size_bytes = $4, unpacked_bytes = $5, file_count = $6,
+        manifest = $7::jsonb, files = $8::jsonb, path = $9, update_time = now()
+    WHERE skill_id = $1 AND version = $2 AND operation_id = $10
+    RETURNING skill_id
+),
+previous AS (SELECT current_version FROM skill_definitions WHERE skill_id = $1),
+made_current AS (
+    UPDATE skill_definitions SET current_version = $2, update_time = now()
+    WHERE skill_id = $1 AND $11::boolean AND EXISTS (SELECT 1 FROM ready)
+),
+activated AS (
+    INSERT INTO skill_activations (skill_id, version, previous_version, operation_id, kind)
+    SELECT $1, $2, previous.current_version, $10, 'INSTALL' FROM previous
+    WHERE $11::boolean AND EXISTS (SELECT 1 FROM ready)
+)
+SELECT count(*) FROM ready
 """
 
 # Release a claim that did not make it to READY.

@@ -354,10 +354,12 @@ class Repository:
         manifest: Mapping[str, Any],
         files: Sequence[Mapping[str, Any]],
         path: str,
+        make_current: bool = False,
     ) -> bool:
-        """Record the committed package as READY; False if the claim was lost."""
+        """Record the committed package as READY (and current, recording the install's
+        activation, if ``make_current``); False if the claim was lost."""
         with translate_errors(skill_id):
-            status = await self._db.execute(
+            count = await self._db.fetchval(
                 sql.MARK_PACKAGE_READY,
                 skill_id,
                 version,
@@ -369,8 +371,9 @@ class Repository:
                 list(files),
                 path,
                 uuid.UUID(operation_id),
+                make_current,
             )
-        return status == "UPDATE 1"
+        return int(count) == 1
 
     async def mark_package_failed(self, skill_id: str, version: str, operation_id: str) -> None:
         """Release ``operation_id``'s claim on a version that did not become READY."""
