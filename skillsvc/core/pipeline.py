@@ -220,7 +220,11 @@ class Pipeline(Recovery):
             )
             # Tree and archive were moved out; only the empty work directory is left.
             await asyncio.to_thread(self._store.make_writable_and_remove, work)
-            ok = await tx.mark_package_ready(
+            message = (
+                f"{version} installed and current" if op.activate else "installed (not activated)"
+            )
+            # READY, current and DONE in one statement of one transaction, one skill lock.
+            ok = await tx.mark_package_ready_and_done(
                 op.skill_id,
                 version,
                 op.operation_id,
@@ -232,13 +236,14 @@ class Pipeline(Recovery):
                 files=files,
                 path=str(final),
                 make_current=op.activate,
+                message=message,
             )
             if not ok:
                 raise Aborted("the version was taken over by another install", reason="CLAIM_LOST")
-            # READY, current and DONE commit together: one transaction, one skill lock.
-            await self._conclude(
-                tx, op, version, started, "installed (not activated)", current_set=True
-            )
+            self._succeeded(op, message, started)
+            if op.activate:
+                # The link follows the database inside the transaction, as in _conclude.
+                await asyncio.to_thread(self._store.activate, op.skill_id, version)
 
     async def _download(self, op: Operation, req: InstallRequest, path: Path) -> Spooled:
         op = await self._stage(op, Stage.DOWNLOADING, "downloading")
@@ -305,8 +310,6 @@ class Pipeline(Recovery):
         version: str,
         started: float,
         inactive: str,
-        *,
-        current_set: bool = False,
     ) -> None:
         """Make ``version`` current if asked, and end the operation, in ``tx``.
 
@@ -317,10 +320,7 @@ class Pipeline(Recovery):
         if not op.activate:
             await self._finish(tx, op, inactive, started, version)
             return
-        if not current_set:  # else marking it READY made it current too
-            await tx.set_current_version(
-                op.skill_id, version, op.operation_id, OperationType.INSTALL
-            )
+        await tx.set_current_version(op.skill_id, version, op.operation_id, OperationType.INSTALL)
         await self._finish(tx, op, f"{version} installed and current", started, version)
         await asyncio.to_thread(self._store.activate, op.skill_id, version)
 
@@ -333,6 +333,10 @@ class Pipeline(Recovery):
                 state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message, version=version
             ),
         )
+        self._succeeded(op, message, started)
+
+    def _succeeded(self, op: Operation, message: str, started: float) -> None:
+        """Count and trace a succeeded install (its DONE row is in the transaction)."""
         INSTALL_TOTAL.labels(
             INSTALL_SUCCESS, (op.source_type or SourceType.UPLOAD).value.lower()
         ).inc()

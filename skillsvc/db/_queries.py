@@ -216,9 +216,12 @@ ON CONFLICT (skill_id, version) DO UPDATE SET
     files = '[]', path = '', create_time = now(), update_time = now()
 """
 
-# READY, and with $11 current as well (as SET_CURRENT_VERSION does, recorded as an
-# install's activation), in one statement; the count says whether the claim held.
-MARK_PACKAGE_READY: Final = """
+# READY, with $11 current as well (as SET_CURRENT_VERSION does, recorded as an
+# install's activation), and the operation DONE (as UPDATE_OPERATION would write it,
+# with $12 as its message), in one statement. The operation ends only if the claim
+# held and it was still unfinished; the two counts say which failed. $13 is the
+# progress channel (the NOTIFY is sent when the transaction commits).
+MARK_PACKAGE_READY_AND_DONE: Final = f"""
 WITH ready AS (
     UPDATE skill_packages SET
         state = 'READY', sha256 = $3, size_bytes = $4, unpacked_bytes = $5, file_count = $6,
@@ -235,8 +238,18 @@ activated AS (
     INSERT INTO skill_activations (skill_id, version, previous_version, operation_id, kind)
     SELECT $1, $2, previous.current_version, $10, 'INSTALL' FROM previous
     WHERE $11::boolean AND EXISTS (SELECT 1 FROM ready)
+),
+done AS (
+    UPDATE skill_install_logs SET
+        state = 'SUCCEEDED', stage = 'DONE', version = $2, message = $12,
+        seq = seq + 1, update_time = clock_timestamp()
+    WHERE operation_id = $10 AND state IN ('PENDING', 'RUNNING')
+      AND EXISTS (SELECT 1 FROM ready)
+    RETURNING {_OPERATION}
 )
-SELECT count(*) FROM ready
+SELECT (SELECT count(*) FROM ready) AS readied,
+       (SELECT count(*) FROM done) AS finished,
+       (SELECT pg_notify($13, json_build_object({_PROGRESS_EVENT})::text) FROM done) AS notified
 """
 
 # Release a claim that did not make it to READY.

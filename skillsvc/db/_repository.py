@@ -341,7 +341,7 @@ class Repository:
                 uuid.UUID(operation_id),
             )
 
-    async def mark_package_ready(
+    async def mark_package_ready_and_done(
         self,
         skill_id: str,
         version: str,
@@ -354,13 +354,19 @@ class Repository:
         manifest: Mapping[str, Any],
         files: Sequence[Mapping[str, Any]],
         path: str,
-        make_current: bool = False,
+        make_current: bool,
+        message: str,
     ) -> bool:
         """Record the committed package as READY (and current, recording the install's
-        activation, if ``make_current``); False if the claim was lost."""
+        activation, if ``make_current``) and end ``operation_id`` as SUCCEEDED/DONE with
+        ``message``, notifying its watchers; False (nothing written) if the claim was lost.
+
+        Raises ABORTED when the claim held but the operation had already ended, as
+        :meth:`update_operation` does.
+        """
         with translate_errors(skill_id):
-            count = await self._db.fetchval(
-                sql.MARK_PACKAGE_READY,
+            row = await self._db.fetchrow(
+                sql.MARK_PACKAGE_READY_AND_DONE,
                 skill_id,
                 version,
                 sha256,
@@ -372,8 +378,18 @@ class Repository:
                 path,
                 uuid.UUID(operation_id),
                 make_current,
+                message,
+                sql.PROGRESS_CHANNEL,
             )
-        return int(count) == 1
+        assert row is not None  # an aggregate row, always
+        if int(row["readied"]) != 1:
+            return False
+        if int(row["finished"]) != 1:
+            raise Aborted(
+                f"operation {operation_id} has already ended (or was reaped as interrupted)",
+                reason="OPERATION_ENDED",
+            )
+        return True
 
     async def mark_package_failed(self, skill_id: str, version: str, operation_id: str) -> None:
         """Release ``operation_id``'s claim on a version that did not become READY."""
