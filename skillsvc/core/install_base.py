@@ -47,6 +47,8 @@ class Claim:
     """``claimed``, ``ready`` (same version installed) or ``busy``."""
     package: Package | None = None
     """The existing package for ``ready``/``busy``."""
+    staged: bool = False
+    """``claimed``: the claim's transaction also wrote the COMMITTING stage."""
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from skillsvc.core.failures import ValidationFailed, error_of
 from skillsvc.core.install_base import (
@@ -57,12 +57,19 @@ from skillsvc.validation import Report, validate_archive
 # One logger for every part of the installer, as when it was one module.
 logger = logging.getLogger("skillsvc.core.installs")
 
+COMMITTING_MESSAGE: Final = "committing to the store"
+
 
 class Pipeline(Recovery):
     """Runs an accepted install through its stages and records how it ended."""
 
-    async def _claim(self, op: Operation, version: str) -> Claim:
-        """Reserve ``version`` for ``op``; raise ABORTED if a live install holds it."""
+    async def _claim(self, op: Operation, version: str, *, committing: bool = False) -> Claim:
+        """Reserve ``version`` for ``op``; raise ABORTED if a live install holds it.
+
+        ``committing``: the install commits right after the claim, so the claim's
+        transaction writes the COMMITTING stage too (one row tells a watcher the
+        version and the stage); the result's ``staged`` says it did.
+        """
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
             package, live = await tx.get_package_for_claim(op.skill_id, version)
@@ -94,14 +101,23 @@ class Pipeline(Recovery):
                 source_uri=op.source_uri,
                 operation_id=op.operation_id,
             )
-            if op.version != version:
-                # A version read from the manifest: on the operation in the claim's
-                # transaction, so recovery always knows which claim to release.
+            # A version read from the manifest goes on the operation in the claim's
+            # transaction, so recovery always knows which claim to release.
+            if committing:
+                enter_stage(Stage.COMMITTING, COMMITTING_MESSAGE)
+                changes = OperationChanges(
+                    state=OperationState.RUNNING,
+                    stage=Stage.COMMITTING,
+                    message=COMMITTING_MESSAGE,
+                    version=version,
+                )
+                await tx.update_operation(op.operation_id, changes)
+            elif op.version != version:
                 await tx.update_operation(op.operation_id, OperationChanges(version=version))
         # Remembered here: should the failure be settled while the operation's row
         # does not name the version yet, the claim is still released.
         self._claims[op.operation_id] = version
-        return Claim("claimed")
+        return Claim("claimed", staged=committing)
 
     async def _stage(self, op: Operation, stage: Stage, message: str, **changes: Any) -> Operation:
         enter_stage(stage, message)
@@ -168,6 +184,7 @@ class Pipeline(Recovery):
         # The request's version, else the manifest's (validate_archive resolved it),
         # else one the service assigns (SPEC §4).
         version = req.version or report.manifest.version
+        staged = False  # whether a claim's transaction wrote COMMITTING already
         if not version:
             assigned = await assign_version(
                 self._db,
@@ -183,11 +200,14 @@ class Pipeline(Recovery):
                 return
             self._claims[op.operation_id] = version  # as _claim does
         elif not job.claimed:
-            claim = await self._claim(op, version)
+            # Nothing happens between this claim and the commit: its row says COMMITTING.
+            claim = await self._claim(op, version, committing=True)
             if claim.kind == "ready":
                 await self._reinstall(op, version, spooled, work, started=started)
                 return
-        op = await self._stage(op, Stage.COMMITTING, "committing to the store", version=version)
+            staged = claim.staged
+        if not staged:
+            await self._stage(op, Stage.COMMITTING, COMMITTING_MESSAGE, version=version)
         # Files move and the READY row commits together or not at all: a shutdown's
         # cancellation waits for the commit to end (an interrupted one would leave
         # an orphan blob or directory behind the cleanup).
