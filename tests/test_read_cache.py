@@ -8,6 +8,7 @@ served it stale.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ import pytest
 
 from skillsvc.core.cache import ReadCache
 from skillsvc.core.models import Definition
-from skillsvc.db import CATALOG_CHANNEL
+from skillsvc.db import CATALOG_CHANNEL, PROGRESS_CHANNEL
 from skillsvc.server import App
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 from tests.helpers import expect_status
@@ -278,6 +279,36 @@ async def test_the_trigger_announces_every_catalog_change(
 
         await _eventually(all_heard)
         assert heard == ["a-skill", "a-skill", "a-skill", "a-skill", "c-skill"]
+    finally:
+        await listener.close()
+
+
+async def test_a_replica_hears_the_catalog_change_before_done(stub: Stub, db_url: str) -> None:
+    # A watcher that hears DONE and then reads from any replica must not be served the
+    # rows from before: one connection carries both channels in commit order, so in
+    # the install's last transaction the catalog notification must come before DONE.
+    heard: list[tuple[str, str]] = []
+    listener = await asyncpg.connect(db_url)
+    try:
+        await listener.add_listener(
+            CATALOG_CHANNEL, lambda *args: heard.append(("catalog", args[-1]))
+        )
+        await listener.add_listener(
+            PROGRESS_CHANNEL,
+            lambda *args: heard.append(("progress", json.loads(args[-1])["stage"])),
+        )
+        await create_skill(stub, "ordered")
+        # With a version in the request, then one from the manifest (claimed later).
+        await install_and_wait(stub, "ordered", skill_archive("ordered", "1.0.0"), version="1.0.0")
+        await install_and_wait(stub, "ordered", skill_archive("ordered", "1.1.0"))
+
+        async def both_done() -> bool:
+            return heard.count(("progress", "DONE")) == 2
+
+        await _eventually(both_done)
+        for done in (i for i, h in enumerate(heard) if h == ("progress", "DONE")):
+            committing = max(i for i in range(done) if heard[i] == ("progress", "COMMITTING"))
+            assert ("catalog", "ordered") in heard[committing + 1 : done], heard
     finally:
         await listener.close()
 

@@ -220,7 +220,12 @@ ON CONFLICT (skill_id, version) DO UPDATE SET
 # install's activation), and the operation DONE (as UPDATE_OPERATION would write it,
 # with $12 as its message), in one statement. The operation ends only if the claim
 # held and it was still unfinished; the two counts say which failed. $13 is the
-# progress channel (the NOTIFY is sent when the transaction commits).
+# progress channel, $14 the catalog channel (both sent when the transaction commits).
+# Order matters: a replica must drop its cached rows before any watcher hears DONE,
+# and one connection hears both channels in the order they were queued. The catalog
+# triggers of the updates above fire only when the statement ends, after the DONE
+# notification, so the catalog one is queued here first (the CASE evaluates it before
+# DONE's); PostgreSQL folds the triggers' identical payloads into it.
 MARK_PACKAGE_READY_AND_DONE: Final = f"""
 WITH ready AS (
     UPDATE skill_packages SET
@@ -246,10 +251,13 @@ done AS (
     WHERE operation_id = $10 AND state IN ('PENDING', 'RUNNING')
       AND EXISTS (SELECT 1 FROM ready)
     RETURNING {_OPERATION}
-)
+),
+catalog AS (SELECT pg_notify($14, $1) WHERE EXISTS (SELECT 1 FROM ready))
 SELECT (SELECT count(*) FROM ready) AS readied,
        (SELECT count(*) FROM done) AS finished,
-       (SELECT pg_notify($13, json_build_object({_PROGRESS_EVENT})::text) FROM done) AS notified
+       CASE WHEN (SELECT count(*) FROM catalog) >= 0 THEN
+           (SELECT pg_notify($13, json_build_object({_PROGRESS_EVENT})::text) FROM done)
+       END AS notified
 """
 
 # Release a claim that did not make it to READY.

@@ -35,6 +35,7 @@ from skillsvc.db._driver import (
     root_error,
     translate_errors,
 )
+from skillsvc.db._listener import CATALOG_CHANNEL
 from skillsvc.db._quota_queries import (
     COUNT_LIVE_VERSIONS,
     COUNT_TENANT_DEFINITIONS,
@@ -380,6 +381,7 @@ class Repository:
                 make_current,
                 message,
                 sql.PROGRESS_CHANNEL,
+                CATALOG_CHANNEL,
             )
         assert row is not None  # an aggregate row, always
         if int(row["readied"]) != 1:
