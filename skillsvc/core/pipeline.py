@@ -72,35 +72,46 @@ class Pipeline(Recovery):
         """
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
-            package, live = await tx.get_package_for_claim(op.skill_id, version)
-            if package is not None and package.state is PackageState.READY:
-                return Claim("ready", package)
-            if package is not None and package.state in (
-                PackageState.PENDING,
-                PackageState.INSTALLING,
-            ):
-                holder = None
-                if package.operation_id:
-                    holder = await tx.get_operation(package.operation_id, None)
-                if holder is not None and not holder.state.terminal:
-                    raise Aborted(
-                        f"{op.skill_id} {version} is being installed by operation "
-                        f"{holder.operation_id}; retry when it has finished",
-                        reason="CONCURRENT_INSTALL",
-                        metadata={"operation_id": holder.operation_id},
-                    )
-            if package is None or package.state is PackageState.FAILED:
-                # A new live version: checked under the skill lock, in the transaction
-                # that creates it, so concurrent installs cannot overshoot the quota.
-                check_version_count(op.skill_id, live, self._settings.max_versions_per_skill)
-            await tx.claim_package(
+            source_type = op.source_type or SourceType.UPLOAD
+            # A new version within the quota is claimed by this one statement.
+            package, live, claimed = await tx.claim_new_package(
                 skill_id=op.skill_id,
                 version=version,
-                state=PackageState.INSTALLING,
-                source_type=op.source_type or SourceType.UPLOAD,
+                source_type=source_type,
                 source_uri=op.source_uri,
                 operation_id=op.operation_id,
+                max_live_versions=self._settings.max_versions_per_skill,
             )
+            if not claimed:
+                if package is not None and package.state is PackageState.READY:
+                    return Claim("ready", package)
+                if package is not None and package.state in (
+                    PackageState.PENDING,
+                    PackageState.INSTALLING,
+                ):
+                    holder = None
+                    if package.operation_id:
+                        holder = await tx.get_operation(package.operation_id, None)
+                    if holder is not None and not holder.state.terminal:
+                        raise Aborted(
+                            f"{op.skill_id} {version} is being installed by operation "
+                            f"{holder.operation_id}; retry when it has finished",
+                            reason="CONCURRENT_INSTALL",
+                            metadata={"operation_id": holder.operation_id},
+                        )
+                if package is None or package.state is PackageState.FAILED:
+                    # A new live version: checked under the skill lock, in the
+                    # transaction that creates it, so concurrent installs cannot
+                    # overshoot the quota.
+                    check_version_count(op.skill_id, live, self._settings.max_versions_per_skill)
+                await tx.claim_package(
+                    skill_id=op.skill_id,
+                    version=version,
+                    state=PackageState.INSTALLING,
+                    source_type=source_type,
+                    source_uri=op.source_uri,
+                    operation_id=op.operation_id,
+                )
             # A version read from the manifest goes on the operation in the claim's
             # transaction, so recovery always knows which claim to release.
             if committing:

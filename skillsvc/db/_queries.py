@@ -177,13 +177,27 @@ WHERE p.skill_id = $1 AND p.version = $2
 FOR UPDATE OF p
 """
 
-# A claim's look: the version's row (locked; NULL columns when there is none) and the
-# skill's live versions for its quota (see _quota_queries.COUNT_LIVE_VERSIONS), at once.
-GET_PACKAGE_FOR_CLAIM: Final = f"""
-SELECT live.versions AS live_versions, p.*
-FROM (SELECT count(*) AS versions FROM skill_packages
-      WHERE skill_id = $1 AND state <> 'FAILED') live
-LEFT JOIN (SELECT {_PACKAGE} WHERE p.skill_id = $1 AND p.version = $2 FOR UPDATE OF p) p ON true
+# A claim in one statement for its common case: the version's row (locked; NULL
+# columns when there is none) and the skill's live versions for its quota (see
+# _quota_queries.COUNT_LIVE_VERSIONS) are read, and when there is no row and the quota
+# ($6) allows one more, the row is created INSTALLING for operation $5 (``claimed``
+# 1). Every other case (a READY, FAILED or held row, a full quota) is left to the
+# caller, who saw what was read. Run under the skill's lock, taken by an earlier
+# statement so that this one's snapshot sees every claim committed before it.
+CLAIM_NEW_PACKAGE: Final = f"""
+WITH live AS (
+    SELECT count(*) AS versions FROM skill_packages WHERE skill_id = $1 AND state <> 'FAILED'
+),
+existing AS (SELECT {_PACKAGE} WHERE p.skill_id = $1 AND p.version = $2 FOR UPDATE OF p),
+claimed AS (
+    INSERT INTO skill_packages (skill_id, version, state, source_type, source_uri, operation_id)
+    SELECT $1, $2, 'INSTALLING', $3, $4, $5 FROM live
+    WHERE live.versions < $6 AND NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (skill_id, version) DO NOTHING
+    RETURNING 1
+)
+SELECT live.versions AS live_versions, (SELECT count(*) FROM claimed) AS claimed, e.*
+FROM live LEFT JOIN existing e ON true
 """
 
 GET_PACKAGE: Final = f"""

@@ -281,14 +281,35 @@ class Repository:
             row = await self._db.fetchrow(sql.GET_PACKAGE_FOR_UPDATE, skill_id, version)
         return None if row is None else package_of(row)
 
-    async def get_package_for_claim(
-        self, skill_id: str, version: str
-    ) -> tuple[Package | None, int]:
-        """The package row (locked) if any, and how many live versions the skill has."""
-        with translate_errors():
-            row = await self._db.fetchrow(sql.GET_PACKAGE_FOR_CLAIM, skill_id, version)
+    async def claim_new_package(
+        self,
+        *,
+        skill_id: str,
+        version: str,
+        source_type: SourceType,
+        source_uri: str,
+        operation_id: str,
+        max_live_versions: int,
+    ) -> tuple[Package | None, int, bool]:
+        """Claim ``version`` for ``operation_id`` if it has no row and the quota allows.
+
+        Returns the version's row as it was (locked) if any, how many live versions the
+        skill had, and whether the row was created (INSTALLING). Call it holding the
+        skill's lock; when it returns False, the caller decides from what was read.
+        """
+        with translate_errors(skill_id):
+            row = await self._db.fetchrow(
+                sql.CLAIM_NEW_PACKAGE,
+                skill_id,
+                version,
+                source_type.value,
+                source_uri,
+                uuid.UUID(operation_id),
+                max_live_versions,
+            )
+        assert row is not None  # one row, always
         package = None if row["skill_id"] is None else package_of(row)
-        return package, int(row["live_versions"])
+        return package, int(row["live_versions"]), int(row["claimed"]) == 1
 
     async def get_package(
         self, skill_id: str, version: str, visible_to: str | None

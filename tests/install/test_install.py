@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -47,7 +48,12 @@ async def test_upload_install_end_to_end(
     assert accepted.bytes_done == len(data) == accepted.bytes_total
     assert accepted.state == resources_pb2.OPERATION_STATE_PENDING
     seen = await events(stub, accepted.operation_id)
-    await db.execute("SELECT 1")  # deliver notifications still in flight
+    # The server's listener may hear DONE (and end the stream) before this connection
+    # does: wait for it here too.
+    async with asyncio.timeout(30):
+        while "DONE" not in notified:
+            await db.execute("SELECT 1")  # deliver notifications still in flight
+            await asyncio.sleep(0.01)
     assert [n for i, n in enumerate(notified) if i == 0 or notified[i - 1] != n] == [
         "QUEUED",
         "EXTRACTING",

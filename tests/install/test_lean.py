@@ -30,9 +30,10 @@ S = resources_pb2
 # (no VERIFYING, VALIDATING or ACTIVATING rows, READY + current + DONE in one transaction, both
 # locks in one statement, a claim reads its row and the quota count at once, READY,
 # current and DONE in one statement, a version from the manifest claimed in the
-# transaction that writes COMMITTING): 14 and 14. The bound keeps what was won.
-MAX_WITH_VERSION = 14
-MAX_WITHOUT_VERSION = 14
+# transaction that writes COMMITTING, a new version claimed by one statement): 13 and
+# 13. The bound keeps what was won.
+MAX_WITH_VERSION = 13
+MAX_WITHOUT_VERSION = 13
 
 
 @pytest.fixture
