@@ -45,7 +45,7 @@ class Acceptance(Pipeline):
     ) -> Operation:
         """Accept an install, receive its bytes (uploads), and start it in the background."""
         check_request(req)
-        definition = await self._definitions.get(caller, req.skill_id)
+        definition = await self._definitions.get(caller, req.skill_id, fresh=True)
         self._definitions.check_can_manage(caller, definition.tenant)
         assert req.source_type is not None  # check_request
         upload = req.source_type is SourceType.UPLOAD
@@ -188,7 +188,7 @@ class Acceptance(Pipeline):
         if failed is None:
             raise NotFound(f"operation {operation_id} not found")
         # Who may act comes before what state it is in, as for every other write.
-        definition = await self._definitions.get(caller, failed.skill_id)
+        definition = await self._definitions.get(caller, failed.skill_id, fresh=True)
         self._definitions.check_can_manage(caller, definition.tenant)
         if failed.type is not OperationType.INSTALL or failed.state is not OperationState.FAILED:
             raise FailedPrecondition(
