@@ -243,14 +243,12 @@ class Acceptance(Pipeline):
                 archive_sha256=failed.archive_sha256 if upload else "",
                 requested_version=failed.requested_version,
                 message=f"retry of {failed.operation_id}",
+                # In the insert, not a second statement: a failure between the two left a
+                # PENDING operation that nothing would ever run or settle.
+                bytes_done=failed.bytes_total if upload else 0,
             )
         )
-        kept = None
-        if upload:
-            kept = Spooled(Path(), failed.archive_sha256, failed.bytes_total)
-            op = await self._db.repo.update_operation(
-                op.operation_id, OperationChanges(bytes_done=failed.bytes_total)
-            )
+        kept = Spooled(Path(), failed.archive_sha256, failed.bytes_total) if upload else None
         return op, kept
 
     async def _receive(
