@@ -270,6 +270,11 @@ class Supervisor:
                 address,
             )
         await self._stop.wait()
+        if not tasks:
+            # Stopped before any worker started (a signal while PostgreSQL started or
+            # the migrations ran): nothing to wait for, a clean stop.
+            logger.info("skillsvc stopped before any worker started")
+            return 0
         limit = self._settings.shutdown_grace_seconds + KILL_MARGIN_SECONDS
         _, pending = await asyncio.wait(tasks.values(), timeout=limit)
         if pending:

@@ -138,8 +138,11 @@ class JwtAuthentication:
         for key in candidates[:-1]:
             try:
                 return key, jwt.api_jws.decode_complete(token, key.key, algorithms=[key.algorithm])
-            except jwt.InvalidSignatureError:
-                continue  # another secret of the rotation may have signed it
+            except (jwt.InvalidSignatureError, jwt.InvalidKeyError):
+                # Another key of the rotation may have signed it (an unusable one, such
+                # as an SSH public key pasted into the secrets file, does not stop the
+                # others from being tried).
+                continue
         last = candidates[-1]
         return last, jwt.api_jws.decode_complete(token, last.key, algorithms=[last.algorithm])
 
@@ -164,7 +167,11 @@ def check_numeric_dates(payload: bytes) -> None:
             raise jwt.InvalidTokenError(
                 f"the {name} claim must be a JSON number (NumericDate), got {type(value).__name__}"
             )
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond any float, e.g. 10**400
+            finite = False
+        if not finite:
             raise jwt.InvalidTokenError(f"the {name} claim must be a finite number")
 
 

@@ -45,7 +45,7 @@ class Acceptance(Pipeline):
     ) -> Operation:
         """Accept an install, receive its bytes (uploads), and start it in the background."""
         check_request(req)
-        definition = await self._definitions.get(caller, req.skill_id)
+        definition = await self._definitions.get(caller, req.skill_id, fresh=True)
         self._definitions.check_can_manage(caller, definition.tenant)
         assert req.source_type is not None  # check_request
         upload = req.source_type is SourceType.UPLOAD
@@ -188,7 +188,7 @@ class Acceptance(Pipeline):
         if failed is None:
             raise NotFound(f"operation {operation_id} not found")
         # Who may act comes before what state it is in, as for every other write.
-        definition = await self._definitions.get(caller, failed.skill_id)
+        definition = await self._definitions.get(caller, failed.skill_id, fresh=True)
         self._definitions.check_can_manage(caller, definition.tenant)
         if failed.type is not OperationType.INSTALL or failed.state is not OperationState.FAILED:
             raise FailedPrecondition(
@@ -243,14 +243,12 @@ class Acceptance(Pipeline):
                 archive_sha256=failed.archive_sha256 if upload else "",
                 requested_version=failed.requested_version,
                 message=f"retry of {failed.operation_id}",
+                # In the insert, not a second statement: a failure between the two left a
+                # PENDING operation that nothing would ever run or settle.
+                bytes_done=failed.bytes_total if upload else 0,
             )
         )
-        kept = None
-        if upload:
-            kept = Spooled(Path(), failed.archive_sha256, failed.bytes_total)
-            op = await self._db.repo.update_operation(
-                op.operation_id, OperationChanges(bytes_done=failed.bytes_total)
-            )
+        kept = Spooled(Path(), failed.archive_sha256, failed.bytes_total) if upload else None
         return op, kept
 
     async def _receive(

@@ -132,10 +132,17 @@ class Definitions:
                 public=public,
             )
 
-    async def get(self, caller: Caller, skill_id: str) -> Definition:
-        """The definition, or NOT_FOUND when it does not exist or is not visible."""
+    async def get(self, caller: Caller, skill_id: str, *, fresh: bool = False) -> Definition:
+        """The definition, or NOT_FOUND when it does not exist or is not visible.
+
+        ``fresh`` reads the table, not the cache: writes decide who may act on a skill
+        from its current owner, never from a row another replica may have replaced
+        since (a deleted id re-created by another tenant).
+        """
         check_skill_id(skill_id)
-        found = await self.lookup(skill_id)
+        found = await (
+            self._db.repo.get_definition(skill_id, None) if fresh else self.lookup(skill_id)
+        )
         # The rule the SQL would apply, applied to the cached row: another tenant's
         # private definition is NOT_FOUND, exactly as when read from the table.
         if found is None or not visible(found, caller.visible_tenant):

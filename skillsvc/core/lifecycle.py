@@ -94,7 +94,7 @@ class Lifecycle:
             _check_version(target_version, "target_version")
         if len(reason) > MAX_REASON:
             raise InvalidArgument.field("reason", f"must be at most {MAX_REASON} characters")
-        definition = await self._definitions.get(caller, skill_id)
+        definition = await self._definitions.get(caller, skill_id, fresh=True)
         self._definitions.check_can_manage(caller, definition.tenant)
         operation_id = str(uuid.uuid4())
         async with self._db.transaction() as tx:
@@ -163,7 +163,7 @@ class Lifecycle:
         """Delete a version that is not current: its row, its files, its archive."""
         check_skill_id(skill_id)
         _check_version(version, "version")
-        definition = await self._definitions.get(caller, skill_id)
+        definition = await self._definitions.get(caller, skill_id, fresh=True)
         self._definitions.check_can_manage(caller, definition.tenant)
         stashed: Path | None = None
         try:
@@ -199,7 +199,7 @@ class Lifecycle:
     async def delete_definition(self, caller: Caller, skill_id: str, *, force: bool) -> None:
         """Delete a definition; with ``force`` also every package and their files."""
         check_skill_id(skill_id)
-        definition = await self._definitions.get(caller, skill_id)
+        definition = await self._definitions.get(caller, skill_id, fresh=True)
         self._definitions.check_can_manage(caller, definition.tenant)
         stashed: Path | None = None
         packages: list[Package] = []

@@ -69,7 +69,11 @@ class Listener:
     def _deliver(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         self._handlers[channel](payload)
 
-    def _terminated(self, _conn: Any) -> None:
+    def _terminated(self, conn: Any) -> None:
+        # Only the connection in use counts: one dropped during a failed reconnect
+        # attempt (or replaced since) must not start yet another reconnect.
+        if conn is not self._conn:
+            return
         self._lost.set()
         if self._on_lost is not None:
             try:
@@ -82,13 +86,16 @@ class Listener:
     async def _connect(self) -> None:
         conn = await asyncpg.connect(self._url, timeout=10)
         try:
-            conn.add_termination_listener(self._terminated)
             for channel in self._handlers:
                 await conn.add_listener(channel, self._deliver)
         except BaseException:
             conn.terminate()
             raise
-        self._conn = conn
+        old, self._conn = self._conn, conn
+        # Registered once the connection is the one in use (see _terminated).
+        conn.add_termination_listener(self._terminated)
+        if old is not None and not old.is_closed():
+            old.terminate()
 
     async def start(self) -> None:
         """Connect and start listening; keeps reconnecting in the background."""

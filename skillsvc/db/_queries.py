@@ -84,9 +84,10 @@ INSERT_OPERATION: Final = f"""
 INSERT INTO skill_install_logs (
     operation_id, type, skill_id, version, state, stage, attempt, retry_of, bytes_total,
     requested_by, source_type, source_uri, expected_sha256, activate, request_id,
-    archive_sha256, owner, message, from_version, to_version, reason, requested_version)
+    archive_sha256, owner, message, from_version, to_version, reason, requested_version,
+    bytes_done)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21, $22)
+        $19, $20, $21, $22, $23)
 ON CONFLICT (skill_id, request_id) WHERE request_id <> '' DO NOTHING
 RETURNING {_OPERATION}
 """

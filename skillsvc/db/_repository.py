@@ -189,6 +189,7 @@ class Repository:
                 op.to_version,
                 op.reason,
                 op.requested_version,
+                op.bytes_done,
             )
             if row is not None:
                 return operation_of(row), True

@@ -142,6 +142,8 @@ class NewOperation:
     """Rollbacks: the caller's reason."""
     requested_version: str = ""
     """Installs: the version the caller asked for (empty: from the manifest)."""
+    bytes_done: int = 0
+    """Bytes already there (a retry of an upload starts with every byte kept)."""
 
 
 @dataclass(frozen=True)

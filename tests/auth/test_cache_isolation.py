@@ -18,7 +18,7 @@ import grpc
 
 from skillsvc.db import CATALOG_CHANNEL
 from skillsvc.v1 import resources_pb2, skill_service_pb2
-from tests.auth.conftest import ADMIN, OTHER_READER, READER, VERSION, Metadata, World
+from tests.auth.conftest import ADMIN, OTHER_READER, PUBLISHER, READER, VERSION, Metadata, World
 
 pb = skill_service_pb2
 
@@ -97,3 +97,57 @@ async def test_a_cached_private_skill_stays_invisible_to_other_tenants(world: Wo
         assert (await _outcome(world, call))[0] is grpc.StatusCode.NOT_FOUND
     for call in _reads(world, private, READER):
         assert await _outcome(world, call) == (grpc.StatusCode.NOT_FOUND, True)
+
+
+async def test_writes_check_the_owner_in_the_table_not_in_the_cache(world: World) -> None:
+    # acme's private skill, cached as acme's.
+    skill_id = "cache-handover"
+    await world.stub.CreateSkillDefinition(
+        pb.CreateSkillDefinitionRequest(
+            definition=resources_pb2.SkillDefinition(skill_id=skill_id, tenant="acme")
+        ),
+        metadata=ADMIN,
+    )
+    await _settle(world)
+    get = pb.GetSkillDefinitionRequest(skill_id=skill_id)
+    await world.stub.GetSkillDefinition(get, metadata=PUBLISHER)
+    # The id now belongs to globex (deleted and re-created elsewhere), and this server has
+    # not heard of it yet: the change is made with the catalog trigger off.
+    conn = await asyncpg.connect(world.db_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(
+                "UPDATE skill_definitions SET tenant = 'globex' WHERE skill_id = $1", skill_id
+            )
+    finally:
+        await conn.close()
+    # Reads may still answer from the stale row (bounded by NOTIFY, README) ...
+    assert await _outcome(
+        world, lambda: world.stub.GetSkillDefinition(get, metadata=PUBLISHER)
+    ) == (
+        grpc.StatusCode.OK,
+        True,
+    )
+    # ... but no write lets acme act on globex's skill.
+    writes = [
+        lambda: world.stub.DeleteSkillDefinition(
+            pb.DeleteSkillDefinitionRequest(skill_id=skill_id, force=True), metadata=PUBLISHER
+        ),
+        lambda: world.stub.Rollback(
+            pb.RollbackRequest(skill_id=skill_id, target_version=VERSION), metadata=PUBLISHER
+        ),
+        lambda: world.stub.DeletePackage(
+            pb.DeletePackageRequest(skill_id=skill_id, version=VERSION), metadata=PUBLISHER
+        ),
+    ]
+    for call in writes:
+        assert (await _outcome(world, call))[0] is grpc.StatusCode.NOT_FOUND
+    conn = await asyncpg.connect(world.db_url)
+    try:
+        owner = await conn.fetchval(
+            "SELECT tenant FROM skill_definitions WHERE skill_id = $1", skill_id
+        )
+    finally:
+        await conn.close()
+    assert owner == "globex"

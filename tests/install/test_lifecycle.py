@@ -152,6 +152,8 @@ async def test_retry_of_a_failed_upload_needs_no_new_bytes(
     )
     retried = await stub.Retry(skill_service_pb2.RetryRequest(operation_id=failed.operation_id))
     assert retried.attempt == 2
+    # Every byte is there from the start: the kept archive.
+    assert retried.bytes_done == retried.bytes_total == len(second)
     assert (await events(stub, retried.operation_id))[-1].state == OK
     package = await stub.GetPackage(
         skill_service_pb2.GetPackageRequest(skill_id=skill, version="1.0.0")

@@ -477,3 +477,24 @@ async def test_sighup_rotates_the_keys_of_every_worker(serve, db_url: str, tmp_p
     # Reloaded in place: the same workers, no restart.
     assert await _workers(served, db_url, 2) == pids
     assert await served.terminate() == 0
+
+
+async def test_sigterm_before_any_worker_started_is_a_clean_stop(
+    serve: Callable[..., Awaitable[Served]], embedded_data_dir: Path
+) -> None:
+    # The supervisor installs its signal handlers, then initialises and starts the
+    # embedded PostgreSQL (seconds on a first run): a SIGTERM then stops it cleanly.
+    served = await serve(SKILLSVC_WORKERS="2", SKILLSVC_DATA_DIR=str(embedded_data_dir))
+    pgdata = embedded_data_dir / "postgres"
+
+    async def initialising() -> bool:
+        return pgdata.exists()
+
+    await _poll(initialising)
+    served.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(60):
+        code = await served.proc.wait()
+    log = served.log.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log
+    assert "serving on" not in log
