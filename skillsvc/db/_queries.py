@@ -92,6 +92,23 @@ ON CONFLICT (skill_id, request_id) WHERE request_id <> '' DO NOTHING
 RETURNING {_OPERATION}
 """
 
+# INSERT_OPERATION for an install, only if its skill's definition exists and, with
+# $24 set (a publisher's tenant), belongs to that tenant: the definition lookup of the
+# RPC and its operation's row in one statement. No row: the caller finds out why.
+INSERT_MANAGED_OPERATION: Final = f"""
+INSERT INTO skill_install_logs (
+    operation_id, type, skill_id, version, state, stage, attempt, retry_of, bytes_total,
+    requested_by, source_type, source_uri, expected_sha256, activate, request_id,
+    archive_sha256, owner, message, from_version, to_version, reason, requested_version,
+    bytes_done)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+       $19, $20, $21, $22, $23
+FROM skill_definitions d
+WHERE d.skill_id = $3 AND ($24::text IS NULL OR (d.tenant = $24 AND d.tenant <> ''))
+ON CONFLICT (skill_id, request_id) WHERE request_id <> '' DO NOTHING
+RETURNING {_OPERATION}
+"""
+
 GET_OPERATION_BY_REQUEST_ID: Final = f"""
 SELECT {_OPERATION}
 FROM skill_install_logs WHERE skill_id = $1 AND request_id = $2 AND request_id <> ''

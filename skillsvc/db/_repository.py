@@ -165,32 +165,7 @@ class Repository:
     async def insert_operation(self, op: NewOperation) -> tuple[Operation, bool]:
         """Record an operation; with a request_id already used, the earlier one and False."""
         with translate_errors(op.skill_id):
-            row = await self._db.fetchrow(
-                sql.INSERT_OPERATION,
-                uuid.UUID(op.operation_id),
-                op.type.value,
-                op.skill_id,
-                op.version,
-                op.state.value,
-                op.stage.value,
-                op.attempt,
-                None if op.retry_of is None else uuid.UUID(op.retry_of),
-                op.bytes_total,
-                op.requested_by,
-                op.source_type.value if op.source_type else "",
-                op.source_uri,
-                op.expected_sha256,
-                op.activate,
-                op.request_id,
-                op.archive_sha256,
-                op.owner,
-                op.message,
-                op.from_version,
-                op.to_version,
-                op.reason,
-                op.requested_version,
-                op.bytes_done,
-            )
+            row = await self._db.fetchrow(sql.INSERT_OPERATION, *_operation_args(op))
             if row is not None:
                 return operation_of(row), True
             row = await self._db.fetchrow(
@@ -199,6 +174,18 @@ class Repository:
         if row is None:  # the conflicting row was deleted in between; extremely unlikely
             raise Unavailable("concurrent request with the same request_id, retry")
         return operation_of(row), False
+
+    async def insert_managed_operation(
+        self, op: NewOperation, tenant: str | None
+    ) -> Operation | None:
+        """Record ``op`` if its skill's definition exists and, unless ``tenant`` is None,
+        belongs to ``tenant``; None when nothing was recorded (no such definition,
+        another tenant's, or a request_id already used: the caller finds out which)."""
+        with translate_errors(op.skill_id):
+            row = await self._db.fetchrow(
+                sql.INSERT_MANAGED_OPERATION, *_operation_args(op), tenant
+            )
+        return None if row is None else operation_of(row)
 
     async def get_operation(self, operation_id: str, visible_to: str | None) -> Operation | None:
         """The operation if it exists and its skill is visible to ``visible_to``."""
@@ -498,6 +485,35 @@ class Repository:
         """Forget processes known to be gone."""
         with translate_errors():
             await self._db.execute(sql.DELETE_INSTANCES, list(instance_ids))
+
+
+def _operation_args(op: NewOperation) -> tuple[Any, ...]:
+    """INSERT_OPERATION's parameters $1 to $23."""
+    return (
+        uuid.UUID(op.operation_id),
+        op.type.value,
+        op.skill_id,
+        op.version,
+        op.state.value,
+        op.stage.value,
+        op.attempt,
+        None if op.retry_of is None else uuid.UUID(op.retry_of),
+        op.bytes_total,
+        op.requested_by,
+        op.source_type.value if op.source_type else "",
+        op.source_uri,
+        op.expected_sha256,
+        op.activate,
+        op.request_id,
+        op.archive_sha256,
+        op.owner,
+        op.message,
+        op.from_version,
+        op.to_version,
+        op.reason,
+        op.requested_version,
+        op.bytes_done,
+    )
 
 
 class Database:

@@ -4,7 +4,8 @@ Statements are counted by ``skillsvc_db_statements_total`` (a query logger on ev
 pooled connection, BEGIN and COMMIT included). The server's periodic work (heartbeat,
 health probe) is pushed out of the way, and the test waits for the install through
 its own connection, so the difference is the install's alone: the Install RPC
-(definition lookup, the operation's row, its claim) and the background part.
+(the operation's row, which checks the definition's owner, and its claim) and the
+background part.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ S = resources_pb2
 # (no VERIFYING, VALIDATING or ACTIVATING rows, READY + current + DONE in one transaction, both
 # locks in one statement, a claim reads its row and the quota count at once, READY,
 # current and DONE in one statement, a version from the manifest claimed in the
-# transaction that writes COMMITTING, a new version claimed by one statement): 13 and
-# 13. The bound keeps what was won.
-MAX_WITH_VERSION = 13
-MAX_WITHOUT_VERSION = 13
+# transaction that writes COMMITTING, a new version claimed by one statement, the
+# definition's owner checked by the operation's insert): 12 and 12. The bound keeps
+# what was won.
+MAX_WITH_VERSION = 12
+MAX_WITHOUT_VERSION = 12
 
 
 @pytest.fixture
