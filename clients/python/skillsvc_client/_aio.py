@@ -16,7 +16,6 @@ from skillsvc_client import _common
 from skillsvc_client._common import Connection, Prepared, Source
 from skillsvc_client._errors import InstallFailed, from_rpc_error
 from skillsvc_client._files import write_verified
-from skillsvc_client._pack import Package
 from skillsvc_client.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 
 T = TypeVar("T")
@@ -335,34 +334,14 @@ async def _send(call: Any, first: Any, pieces: list[bytes], kind: Any) -> None:
         pass  # the server already ended the call: awaiting it raises its status
 
 
-class AsyncInstall:
+class AsyncInstall(_common.InstallState):
     """One install: async-iterate for progress events, or :meth:`wait` for the result."""
 
     def __init__(
         self, client: AsyncClient, prepared: Prepared, activate: bool, request_id: str
     ) -> None:
         self._client = client
-        self._prepared = prepared
-        self._activate = activate
-        self.request_id = request_id
-        """The idempotency key sent with every attempt of this install."""
-        self.operation: resources_pb2.Operation | None = None
-        """The operation, once the server accepted the upload."""
-
-    @property
-    def sha256(self) -> str:
-        """The digest of the uploaded archive (``""`` for a URL)."""
-        return self._prepared.package.sha256 if self._prepared.package else ""
-
-    @property
-    def package(self) -> Package | None:
-        """The archive being uploaded and what its SKILL.md says (None for a URL)."""
-        return self._prepared.package
-
-    @property
-    def skill_id(self) -> str:
-        """The skill the package is installed under."""
-        return self._prepared.skill_id
+        super().__init__(prepared, activate, request_id)
 
     async def _upload(self) -> AsyncIterator[resources_pb2.InstallEvent]:
         client, prepared = self._client, self._prepared

@@ -176,6 +176,33 @@ class Prepared:
         return 0 if self.package is None else len(self.package.data)
 
 
+class InstallState:
+    """What an install knows in both client flavours: its package, key and operation."""
+
+    def __init__(self, prepared: Prepared, activate: bool, request_id: str) -> None:
+        self._prepared = prepared
+        self._activate = activate
+        self.request_id = request_id
+        """The idempotency key sent with every attempt of this install."""
+        self.operation: resources_pb2.Operation | None = None
+        """The operation, once the server accepted the upload."""
+
+    @property
+    def sha256(self) -> str:
+        """The digest of the uploaded archive (``""`` for a URL)."""
+        return self._prepared.package.sha256 if self._prepared.package else ""
+
+    @property
+    def package(self) -> _pack.Package | None:
+        """The archive being uploaded and what its SKILL.md says (None for a URL)."""
+        return self._prepared.package
+
+    @property
+    def skill_id(self) -> str:
+        """The skill the package is installed under."""
+        return self._prepared.skill_id
+
+
 def prepare(
     source: Source, skill: str | None, version: str | None, *, need_skill: bool
 ) -> Prepared:
