@@ -115,21 +115,13 @@ class AsyncClient:
         self, *, include_inactive: bool = False
     ) -> builtins.list[resources_pb2.SkillDefinition]:
         """Every definition the caller can see, across all pages."""
-        found: builtins.list[resources_pb2.SkillDefinition] = []
-        token = ""
-        while True:
-            page = await self._unary(
-                "ListSkillDefinitions",
-                skill_service_pb2.ListSkillDefinitionsRequest(
-                    page_size=_common.PAGE_SIZE,
-                    page_token=token,
-                    include_inactive=include_inactive,
-                ),
-            )
-            found += page.definitions
-            token = page.next_page_token
-            if not token:
-                return found
+        return await self._all_pages(
+            "ListSkillDefinitions",
+            lambda token: skill_service_pb2.ListSkillDefinitionsRequest(
+                page_size=_common.PAGE_SIZE, page_token=token, include_inactive=include_inactive
+            ),
+            "definitions",
+        )
 
     async def update(
         self,
@@ -159,23 +151,30 @@ class AsyncClient:
             idempotent=False,
         )
 
+    async def _all_pages(
+        self, method: str, request: Callable[[str], Any], field: str
+    ) -> builtins.list[Any]:
+        """Every item of a paged List RPC: ``request(token)`` builds each page's request."""
+        found: builtins.list[Any] = []
+        token = ""
+        while True:
+            page = await self._unary(method, request(token))
+            found += getattr(page, field)
+            token = page.next_page_token
+            if not token:
+                return found
+
     # -- packages and operations ---------------------------------------------------
 
     async def versions(self, skill_id: str) -> builtins.list[resources_pb2.SkillPackage]:
         """Every package (version) of a skill, newest first, across all pages."""
-        found: builtins.list[resources_pb2.SkillPackage] = []
-        token = ""
-        while True:
-            page = await self._unary(
-                "ListPackages",
-                skill_service_pb2.ListPackagesRequest(
-                    skill_id=skill_id, page_size=_common.PAGE_SIZE, page_token=token
-                ),
-            )
-            found += page.packages
-            token = page.next_page_token
-            if not token:
-                return found
+        return await self._all_pages(
+            "ListPackages",
+            lambda token: skill_service_pb2.ListPackagesRequest(
+                skill_id=skill_id, page_size=_common.PAGE_SIZE, page_token=token
+            ),
+            "packages",
+        )
 
     async def package(self, skill_id: str, version: str = "") -> resources_pb2.SkillPackage:
         """One package; the current one when ``version`` is empty."""
@@ -186,19 +185,13 @@ class AsyncClient:
 
     async def history(self, skill_id: str) -> builtins.list[resources_pb2.Operation]:
         """Every operation on a skill (the install log), newest first, across all pages."""
-        found: builtins.list[resources_pb2.Operation] = []
-        token = ""
-        while True:
-            page = await self._unary(
-                "ListOperations",
-                skill_service_pb2.ListOperationsRequest(
-                    skill_id=skill_id, page_size=_common.PAGE_SIZE, page_token=token
-                ),
-            )
-            found += page.operations
-            token = page.next_page_token
-            if not token:
-                return found
+        return await self._all_pages(
+            "ListOperations",
+            lambda token: skill_service_pb2.ListOperationsRequest(
+                skill_id=skill_id, page_size=_common.PAGE_SIZE, page_token=token
+            ),
+            "operations",
+        )
 
     async def operation(self, operation_id: str) -> resources_pb2.Operation:
         """One operation by id."""
