@@ -70,9 +70,25 @@ class Pipeline(Recovery):
         transaction writes the COMMITTING stage too (one row tells a watcher the
         version and the stage); the result's ``staged`` says it did.
         """
+        source_type = op.source_type or SourceType.UPLOAD
+        # The common case, a new version within the quota, in one statement that takes
+        # the lock itself; anything else is decided by the transaction below.
+        if (
+            not committing
+            and op.version == version
+            and await self._db.repo.claim_version(
+                skill_id=op.skill_id,
+                version=version,
+                source_type=source_type,
+                source_uri=op.source_uri,
+                operation_id=op.operation_id,
+                max_live_versions=self._settings.max_versions_per_skill,
+            )
+        ):
+            self._claims[op.operation_id] = version
+            return Claim("claimed")
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
-            source_type = op.source_type or SourceType.UPLOAD
             # A new version within the quota is claimed by this one statement.
             package, live, claimed = await tx.claim_new_package(
                 skill_id=op.skill_id,
@@ -237,12 +253,15 @@ class Pipeline(Recovery):
         ]
         manifest = report_details(report)["validation_report"]["manifest"]
         manifest["version"] = version  # an assigned version is the package's too
+        # The slow part (sealing and flushing the files) before any lock or pooled
+        # connection is taken: under them, only renames.
+        await asyncio.to_thread(self._store.seal_package, work / "tree", spooled.path)
         async with self._db.transaction() as tx:
             # The blob's lock is held until READY commits, so a deletion cannot drop an
             # archive this install found in the store and reused.
             await tx.lock_skill_and_blob(op.skill_id, spooled.sha256)
             final = await asyncio.to_thread(
-                self._store.commit_package,
+                self._store.place_package,
                 work / "tree",
                 spooled.path,
                 req.skill_id,

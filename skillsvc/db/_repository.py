@@ -269,6 +269,34 @@ class Repository:
             row = await self._db.fetchrow(sql.GET_PACKAGE_FOR_UPDATE, skill_id, version)
         return None if row is None else package_of(row)
 
+    async def claim_version(
+        self,
+        *,
+        skill_id: str,
+        version: str,
+        source_type: SourceType,
+        source_uri: str,
+        operation_id: str,
+        max_live_versions: int,
+    ) -> bool:
+        """Claim a version that has no row, within the quota, in one statement of its own.
+
+        Takes the skill's lock itself: call it outside a transaction. False when
+        anything else is the case; :meth:`claim_new_package` in a transaction then
+        reads what is there.
+        """
+        with translate_errors(skill_id):
+            claimed = await self._db.fetchval(
+                sql.CLAIM_VERSION,
+                skill_id,
+                version,
+                source_type.value,
+                source_uri,
+                uuid.UUID(operation_id),
+                max_live_versions,
+            )
+        return bool(claimed)
+
     async def claim_new_package(
         self,
         *,

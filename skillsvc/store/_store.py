@@ -6,13 +6,13 @@ a full disk is ``ResourceExhausted`` (reason ``STORE_FULL``), anything else the
 store cannot do is ``Unavailable`` (reason ``STORE_UNAVAILABLE``).
 
 How a package becomes visible (SPEC §5, STYLE rule 7): the caller extracts it into a
-work directory under ``staging/<instance_id>/``; :meth:`Store.commit_package` makes
-the tree read-only, flushes it to disk, then ``rename``\\s the archive into
-``blobs/sha256/`` and the tree into ``packages/<skill>/<version>/`` and fsyncs the
-directories that changed. A rename within one filesystem is atomic, so a final path
-either does not exist or holds a complete tree. Removal runs the other way: rename out
-of ``packages/`` into ``staging/.trash/`` (the version is gone at that instant), then
-delete at leisure.
+work directory under ``staging/<instance_id>/``; :meth:`Store.seal_package` makes
+the tree read-only and flushes it to disk (before the install takes any lock), then
+:meth:`Store.place_package` ``rename``\\s the archive into ``blobs/sha256/`` and the
+tree into ``packages/<skill>/<version>/`` and fsyncs the directories that changed. A
+rename within one filesystem is atomic, so a final path either does not exist or holds
+a complete tree. Removal runs the other way: rename out of ``packages/`` into
+``staging/.trash/`` (the version is gone at that instant), then delete at leisure.
 """
 
 from __future__ import annotations
@@ -307,32 +307,53 @@ class Store:
     def commit_package(
         self, tree: Path, archive: Path, skill_id: str, version: str, sha256: str
     ) -> Path:
-        """Move a fully written package into place; returns its version directory.
+        """:meth:`seal_package` then :meth:`place_package`; returns the version directory.
 
-        ``tree`` (a directory) and ``archive`` (the original archive, whose SHA-256 is
-        ``sha256`` as computed while receiving it) must both be inside staging and are
-        consumed. The tree is made read-only (files 0o444, or 0o555 when any execute
-        bit was set; directories 0o555) and durable before anything is renamed. An
-        existing blob with the same digest is kept and the staged archive dropped. A
-        version directory already at the final path (left by a crash after the rename
-        but before the database recorded the version as ready) is replaced.
+        Names are checked before anything is touched.
+        """
+        self.version_dir(skill_id, version)
+        self.blob_path(sha256)
+        self.seal_package(tree, archive)
+        return self.place_package(tree, archive, skill_id, version, sha256)
+
+    def seal_package(self, tree: Path, archive: Path) -> None:
+        """Make a staged tree read-only and flush it and its archive to disk.
+
+        ``tree`` (a directory) and ``archive`` (the original archive) must both be
+        inside staging. Files become 0o444, or 0o555 when any execute bit was set;
+        directories 0o555. This is the slow part of a commit (an fsync or syncfs):
+        the install does it before it takes a lock or a pooled connection, so that
+        :meth:`place_package`, under the locks, only renames.
 
         Only regular files and directories are accepted in the tree.
         """
-        target = self.version_dir(skill_id, version)
-        skill_dir = target.parent
-        blob = self.blob_path(sha256)
         tree = self._staged(tree, "tree", directory=True)
         archive = self._staged(archive, "archive", directory=False)
         if archive.is_relative_to(tree):
             raise InvalidArgument.field("archive", "must not be inside the tree")
-
         with _os_errors("commit the package"):
             _seal_tree(tree)
             # Modes are set before the flush so they are as durable as the data.
             os.chmod(archive, _BLOB_MODE)
             _fsops.make_durable(tree, archive, use_syncfs=self.use_syncfs)
 
+    def place_package(
+        self, tree: Path, archive: Path, skill_id: str, version: str, sha256: str
+    ) -> Path:
+        """Move a sealed package (see :meth:`seal_package`) into place; returns its directory.
+
+        ``tree`` and ``archive`` (whose SHA-256 is ``sha256`` as computed while
+        receiving it) are consumed. An existing blob with the same digest is kept and
+        the staged archive dropped. A version directory already at the final path
+        (left by a crash after the rename but before the database recorded the
+        version as ready) is replaced.
+        """
+        target = self.version_dir(skill_id, version)
+        skill_dir = target.parent
+        blob = self.blob_path(sha256)
+        tree = self._staged(tree, "tree", directory=True)
+        archive = self._staged(archive, "archive", directory=False)
+        with _os_errors("commit the package"):
             self._adopt_blob(archive, blob)
 
             if _ensure_dir(skill_dir):
