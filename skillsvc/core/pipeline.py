@@ -290,10 +290,11 @@ class Pipeline(Recovery):
             )
             if not ok:
                 raise Aborted("the version was taken over by another install", reason="CLAIM_LOST")
-            self._succeeded(op, message, started)
             if op.activate:
                 # The link follows the database inside the transaction, as in _conclude.
                 await asyncio.to_thread(self._store.activate, op.skill_id, version)
+        # Counted once the commit held: a commit that fails is counted as a failure.
+        self._succeeded(op, message, started)
 
     async def _download(self, op: Operation, req: InstallRequest, path: Path) -> Spooled:
         op = await self._stage(op, Stage.DOWNLOADING, "downloading")
@@ -351,42 +352,36 @@ class Pipeline(Recovery):
             if package.sha256 != spooled.sha256:
                 raise self._immutable(op.skill_id, version)  # the bytes stay for a retry
             await asyncio.to_thread(self._store.make_writable_and_remove, work)
-            await self._conclude(tx, op, version, started, "already installed")
+            message = await self._conclude(tx, op, version, "already installed")
+        self._succeeded(op, message, started)
 
-    async def _conclude(
-        self,
-        tx: Repository,
-        op: Operation,
-        version: str,
-        started: float,
-        inactive: str,
-    ) -> None:
-        """Make ``version`` current if asked, and end the operation, in ``tx``.
+    async def _conclude(self, tx: Repository, op: Operation, version: str, inactive: str) -> str:
+        """Make ``version`` current if asked, and end the operation, in ``tx``; returns its
+        message (``inactive`` when not activated).
 
         ``tx`` holds the skill's lock. The link follows the database inside it; should
         the commit then fail, releasing the version puts the link back (see
         ``Recovery._release``), and if the process dies first, start-up reconciles it.
+        The caller counts the success once the commit held.
         """
-        if not op.activate:
-            await self._finish(tx, op, inactive, started, version)
-            return
-        await tx.set_current_version(op.skill_id, version, op.operation_id, OperationType.INSTALL)
-        await self._finish(tx, op, f"{version} installed and current", started, version)
-        await asyncio.to_thread(self._store.activate, op.skill_id, version)
-
-    async def _finish(
-        self, tx: Repository, op: Operation, message: str, started: float, version: str
-    ) -> None:
+        message = inactive
+        if op.activate:
+            message = f"{version} installed and current"
+            await tx.set_current_version(
+                op.skill_id, version, op.operation_id, OperationType.INSTALL
+            )
         await tx.update_operation(
             op.operation_id,
             OperationChanges(
                 state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message, version=version
             ),
         )
-        self._succeeded(op, message, started)
+        if op.activate:
+            await asyncio.to_thread(self._store.activate, op.skill_id, version)
+        return message
 
     def _succeeded(self, op: Operation, message: str, started: float) -> None:
-        """Count and trace a succeeded install (its DONE row is in the transaction)."""
+        """Count and trace a succeeded install (once its DONE row has committed)."""
         INSTALL_TOTAL.labels(
             INSTALL_SUCCESS, (op.source_type or SourceType.UPLOAD).value.lower()
         ).inc()
