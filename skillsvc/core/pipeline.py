@@ -35,7 +35,7 @@ from skillsvc.core.recovery import Recovery
 from skillsvc.core.reports import report_details
 from skillsvc.core.stagetrace import enter_stage, finish_install
 from skillsvc.core.versioning import assign_version
-from skillsvc.db import OperationChanges, Repository
+from skillsvc.db import OperationChanges, Repository, VersionClaim
 from skillsvc.errors import (
     Aborted,
     Cancelled,
@@ -70,34 +70,23 @@ class Pipeline(Recovery):
         transaction writes the COMMITTING stage too (one row tells a watcher the
         version and the stage); the result's ``staged`` says it did.
         """
-        source_type = op.source_type or SourceType.UPLOAD
+        new = VersionClaim(
+            skill_id=op.skill_id,
+            version=version,
+            source_type=op.source_type or SourceType.UPLOAD,
+            source_uri=op.source_uri,
+            operation_id=op.operation_id,
+            max_live_versions=self._settings.max_versions_per_skill,
+        )
         # The common case, a new version within the quota, in one statement that takes
         # the lock itself; anything else is decided by the transaction below.
-        if (
-            not committing
-            and op.version == version
-            and await self._db.repo.claim_version(
-                skill_id=op.skill_id,
-                version=version,
-                source_type=source_type,
-                source_uri=op.source_uri,
-                operation_id=op.operation_id,
-                max_live_versions=self._settings.max_versions_per_skill,
-            )
-        ):
+        if not committing and op.version == version and await self._db.repo.claim_version(new):
             self._claims[op.operation_id] = version
             return Claim("claimed")
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
             # A new version within the quota is claimed by this one statement.
-            package, live, claimed = await tx.claim_new_package(
-                skill_id=op.skill_id,
-                version=version,
-                source_type=source_type,
-                source_uri=op.source_uri,
-                operation_id=op.operation_id,
-                max_live_versions=self._settings.max_versions_per_skill,
-            )
+            package, live, claimed = await tx.claim_new_package(new)
             if not claimed:
                 if package is not None and package.state is PackageState.READY:
                     return Claim("ready", package)
@@ -124,7 +113,7 @@ class Pipeline(Recovery):
                     skill_id=op.skill_id,
                     version=version,
                     state=PackageState.INSTALLING,
-                    source_type=source_type,
+                    source_type=new.source_type,
                     source_uri=op.source_uri,
                     operation_id=op.operation_id,
                 )
