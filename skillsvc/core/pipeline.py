@@ -225,7 +225,8 @@ class Pipeline(Recovery):
         await uncancellable(self._commit(op, version, spooled, report, job))
         # Counted, not measured: walking the store after every install made each one
         # cost more than the last. The heartbeat re-measures now and then.
-        STORAGE_BYTES.inc(report.unpacked_bytes + spooled.size_bytes)
+        archive_bytes = 0 if self._blobs.shared else spooled.size_bytes  # a bucket's are not
+        STORAGE_BYTES.inc(report.unpacked_bytes + archive_bytes)
 
     async def _commit(
         self, op: Operation, version: str, spooled: Spooled, report: Report, job: Job
