@@ -10,7 +10,7 @@ applies all the layers as one grpc.aio interceptor.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -21,7 +21,7 @@ UnaryBehavior = Callable[[Any, Any], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Any], Any]
 
 
-async def stream_of(result: Any) -> AsyncIterator[Any]:
+async def stream_of(result: Any) -> AsyncGenerator[Any, None]:
     """Iterate a streaming behaviour's result, whichever of the two styles it uses."""
     if hasattr(result, "__aiter__"):
         # Closed with this generator, in the same task: an abandoned inner generator
