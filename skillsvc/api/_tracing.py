@@ -13,8 +13,9 @@ a read RPC a seventh of its CPU building a span nobody records. :class:`TracingI
 then only continues the caller's context, and only when the call carries one: it
 attaches what the propagators extract, so log lines (and the install's background
 task, which inherits the context) carry the caller's ``trace_id`` exactly as the no-op
-span of the library would have given them. Whether a provider is installed is checked
-per call, so one installed after the server was built takes effect at once.
+span of the library would have given them. Whether a provider is installed is decided
+once per method, at its first call on this server: install it before serving
+(``skillsvc serve`` configures tracing before it builds the server).
 
 Two things make it safe here:
 
@@ -91,18 +92,23 @@ class _Details(grpc.HandlerCallDetails):  # type: ignore[misc]
         self.invocation_metadata = ()
 
 
-def _behavior(handler: grpc.RpcMethodHandler) -> Any:
-    return (
-        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-    )
+class _CallerContext:
+    """Extracts the trace context a call's metadata carries (None when it carries none).
 
+    The propagators (``OTEL_PROPAGATORS``) are read when it is made: their fields are
+    a set built anew by each read.
+    """
 
-def _caller_context(context: Any) -> otel_context.Context | None:
-    """The trace context the call's metadata carries, or None when it carries none."""
-    propagator = propagate.get_global_textmap()
-    fields = propagator.fields
-    carrier = {key: value for key, value in context.invocation_metadata() or () if key in fields}
-    return propagator.extract(carrier) if carrier else None
+    def __init__(self) -> None:
+        self._propagator = propagate.get_global_textmap()
+        self._fields = frozenset(self._propagator.fields)
+
+    def __call__(self, context: Any) -> otel_context.Context | None:
+        fields = self._fields
+        carrier = {
+            key: value for key, value in context.invocation_metadata() or () if key in fields
+        }
+        return self._propagator.extract(carrier) if carrier else None
 
 
 class TracingInterceptor(WrappingInterceptor):
@@ -111,25 +117,25 @@ class TracingInterceptor(WrappingInterceptor):
     def __init__(self) -> None:
         # Health checks are not traced: probes call them every few seconds, and a span
         # each would be noise in every trace backend.
-        self._spans = aio_server_interceptor(  # type: ignore[no-untyped-call]
-            filter_=filters.negate(filters.health_check())
-        )
+        self._traced = filters.negate(filters.health_check())
+        self._spans = aio_server_interceptor(filter_=self._traced)  # type: ignore[no-untyped-call]
 
     async def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        async def same(_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        details = _Details(method)
+        if not self._traced(details):
             return handler
+        if tracing_on():
+            # The library's wrapping depends only on the method, so it is done once too.
+            async def same(_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+                return handler
 
-        # The library's wrapping depends only on the method, so it is done once too.
-        traced_handler = await self._spans.intercept_service(same, _Details(method))
-        if traced_handler is handler:
-            return handler  # not traced (health)
-        traced = _behavior(traced_handler)
+            traced: grpc.RpcMethodHandler = await self._spans.intercept_service(same, details)
+            return traced
+        caller_context = _CallerContext()
 
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
             async def behavior(request: Any, context: Any) -> Any:
-                if tracing_on():
-                    return await traced(request, context)
-                caller = _caller_context(context)
+                caller = caller_context(context)
                 if caller is None:
                     return await inner(request, context)
                 token = otel_context.attach(caller)
@@ -142,14 +148,7 @@ class TracingInterceptor(WrappingInterceptor):
 
         def stream(inner: StreamBehavior) -> StreamBehavior:
             async def behavior(request: Any, context: Any) -> AsyncIterator[Any]:
-                if tracing_on():
-                    # Closed here, in the call's task, when this generator is: the
-                    # library's generator detaches its context in its ``finally``.
-                    async with contextlib.aclosing(stream_of(traced(request, context))) as spans:
-                        async for response in spans:
-                            yield response
-                    return
-                caller = _caller_context(context)
+                caller = caller_context(context)
                 token = None if caller is None else otel_context.attach(caller)
                 try:
                     async for response in stream_of(inner(request, context)):
