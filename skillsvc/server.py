@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from skillsvc.api import (
     AuthInterceptor,
     ErrorInterceptor,
+    LayeredInterceptor,
     MetricsInterceptor,
     SkillService,
     tracing_interceptors,
@@ -491,10 +492,14 @@ async def build_server(
             # maps, and auth refusals are mapped like any other error; the access line
             # (metrics) is written inside the RPC's span, so it carries the trace id.
             interceptors=[
-                *tracing_interceptors(),
-                MetricsInterceptor(),
-                ErrorInterceptor(),
-                AuthInterceptor(security.authenticator, PUBLIC_SERVICES),
+                LayeredInterceptor(
+                    [
+                        *tracing_interceptors(),
+                        MetricsInterceptor(),
+                        ErrorInterceptor(),
+                        AuthInterceptor(security.authenticator, PUBLIC_SERVICES),
+                    ]
+                )
             ],
             options=[
                 *server_options(settings),
