@@ -85,7 +85,8 @@ class _Watcher:
 
     def take(self) -> _Page | None:
         if not self.pages:
-            self.ready.clear()
+            if not (self.overflowed or self.closing):
+                self.ready.clear()
             return None
         page = self.pages.popleft()
         self.queued -= len(page.events)
@@ -189,9 +190,14 @@ class WatchHub:
             self._last = None
             return
         head = await self._db.events.publish()
-        if self._last is None:
+        if self._last is None or head < self._last:
             # Watchers replay up to their start from the table and go back to it
-            # when the first page starts past their position.
+            # when the first page starts past their position. A head below ours
+            # (the database was restored from a backup) starts afresh too; each
+            # watcher then finds out from the table where it stands.
+            if self._last is not None:
+                for watcher in self._watchers:
+                    watcher.resync()
             self._last = head
             return
         while self._last < head:
@@ -261,33 +267,26 @@ class WatchHub:
         with self._subscribe() as watcher:
             # Everything committed before the call is numbered at or below this head.
             head = await self._db.events.publish()
-            if since is None:
-                pos = head
-            else:
-                if since > head:
-                    raise OutOfRange(
-                        f"since {since} is ahead of the change log (head {head}); "
-                        "list the skills again and watch without since",
-                        reason="SINCE_UNKNOWN",
-                        metadata={"head": str(head)},
-                    )
-                pos = since
-                async for event in self._replay(visible_to, skill_ids, watcher, since):
-                    pos = event if isinstance(event, int) else pos
-                    if not isinstance(event, int):
-                        yield event
-            yield Synced(pos)
+            pos = head if since is None else since
+            # From the table: the replay after since, and again whenever the queue
+            # cannot be trusted to hold everything after pos.
+            replay = since is not None
+            synced = False
             while True:
                 if watcher.closing:
                     raise _shutting_down()
-                if watcher.overflowed:
-                    watcher.overflowed = False
-                    async for event in self._replay(visible_to, skill_ids, watcher, pos):
-                        if isinstance(event, int):
-                            pos = event
+                if replay or watcher.overflowed:
+                    replay = watcher.overflowed = False
+                    async for item in self._replay(visible_to, skill_ids, watcher, pos):
+                        if isinstance(item, int):
+                            pos = item
                         else:
-                            yield event
+                            yield item
                     continue
+                if not synced:
+                    synced = True
+                    yield Synced(pos)
+                    continue  # the queue may have overflowed meanwhile
                 page = watcher.take()
                 if page is None:
                     await watcher.ready.wait()
@@ -314,6 +313,15 @@ class WatchHub:
             window = await self._db.events.window(
                 pos, page_size, visible_to=visible_to, skill_ids=skill_ids, filtered=True
             )
+            if pos > window.head:
+                # Not a position of this log: from another database, or this one
+                # restored from a backup taken before it.
+                raise OutOfRange(
+                    f"since {pos} is ahead of the change log (head {window.head}); "
+                    "list the skills again and watch without since",
+                    reason="SINCE_UNKNOWN",
+                    metadata={"head": str(window.head)},
+                )
             if pos < window.head and (window.oldest is None or window.oldest > pos + 1):
                 raise OutOfRange(
                     f"the change log no longer holds the events after {pos} "
