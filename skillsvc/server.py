@@ -36,8 +36,10 @@ from skillsvc.core.definitions import Definitions
 from skillsvc.core.installs import Installer, InstallerSettings
 from skillsvc.core.lifecycle import Lifecycle
 from skillsvc.core.progress import ProgressHub
+from skillsvc.core.watch import WatchHub, WatchSettings
 from skillsvc.db import (
     CATALOG_CHANNEL,
+    EVENTS_CHANNEL,
     PROGRESS_CHANNEL,
     Database,
     EmbeddedPostgres,
@@ -175,6 +177,8 @@ class App:
     """The install pipeline."""
     hub: ProgressHub
     """Progress fan-out to watchers."""
+    watch: WatchHub
+    """The change log's reader and WatchSkills' watchers."""
     listener: Listener
     """The LISTEN connection feeding the hub and the read cache."""
     cache: ReadCache
@@ -198,6 +202,7 @@ class App:
         """Recover, then serve RPCs and start probing health."""
         await self.listener.start()
         self.cache.connected()
+        await self.watch.start()
         await self.installer.start()
         # /metrics answers before health says SERVING, so whoever waits for SERVING
         # can scrape at once.
@@ -329,6 +334,8 @@ class App:
         free, total = await asyncio.to_thread(self.store.space)
         STORE_FREE_BYTES.set(free)
         STORE_TOTAL_BYTES.set(total)
+        # The change log's retention rides on this loop (rate-limited by the hub).
+        await self.watch.prune_if_due()
 
     async def stop(self, grace: float | None = None) -> None:
         """Go NOT_SERVING, refuse new calls, let running ones finish, release everything."""
@@ -342,6 +349,12 @@ class App:
                 except Exception:
                     logger.warning("background task %s had failed", task.get_name(), exc_info=True)
         await self.health.enter_graceful_shutdown()
+        # Watches never end by themselves: end them now (UNAVAILABLE, resume with
+        # since elsewhere) rather than hold the grace period and be cut off.
+        try:
+            await self.watch.close()
+        except Exception:
+            logger.warning("could not end the watches", exc_info=True)
         # New calls are refused at once; calls in flight (uploads included) and the
         # installs running in the background share the same grace period. Each step
         # below runs even if an earlier one failed: shutdown is never cut short.
@@ -475,15 +488,21 @@ async def build_server(
             db, max_skills_per_tenant=settings.max_skills_per_tenant, cache=cache
         )
         hub = ProgressHub()
+        watch = WatchHub(db, WatchSettings(retention_seconds=settings.watch_retention_seconds))
         installer = Installer(db, store, definitions, installer_settings(settings), blobs=blobs)
 
         def reconnected() -> None:
             hub.resync()
+            watch.resync()
             cache.connected()
 
         listener = Listener(
             db.url,
-            {PROGRESS_CHANNEL: hub.dispatch, CATALOG_CHANNEL: cache.dispatch},
+            {
+                PROGRESS_CHANNEL: hub.dispatch,
+                CATALOG_CHANNEL: cache.dispatch,
+                EVENTS_CHANNEL: watch.dispatch,
+            },
             reconnected,
             on_lost=cache.disconnected,
         )
@@ -512,6 +531,7 @@ async def build_server(
                 installer,
                 Catalog(db, store, definitions, hub, blobs=blobs),
                 Lifecycle(db, store, definitions, installer.instance_id, blobs=blobs),
+                watch,
             ),
             server,
         )
@@ -548,6 +568,7 @@ async def build_server(
         port=port,
         installer=installer,
         hub=hub,
+        watch=watch,
         listener=listener,
         cache=cache,
         authenticator=security.authenticator,

@@ -9,6 +9,7 @@ import asyncpg
 
 from skillsvc.db._admin import forget_instances, holds_skills, schema_version, server_major
 from skillsvc.db._embedded import EmbeddedPostgres
+from skillsvc.db._events import EVENTS_CHANNEL, EventLog
 from skillsvc.db._listener import CATALOG_CHANNEL, Listener
 from skillsvc.db._migrate import Migration, load_migrations, migrate
 from skillsvc.db._queries import PROGRESS_CHANNEL
@@ -26,9 +27,11 @@ from skillsvc.metrics import DB_STATEMENTS
 
 __all__ = [
     "CATALOG_CHANNEL",
+    "EVENTS_CHANNEL",
     "PROGRESS_CHANNEL",
     "Database",
     "EmbeddedPostgres",
+    "EventLog",
     "Instance",
     "Listener",
     "Migration",

@@ -35,6 +35,7 @@ from skillsvc.db._driver import (
     root_error,
     translate_errors,
 )
+from skillsvc.db._events import EventLog
 from skillsvc.db._listener import CATALOG_CHANNEL
 from skillsvc.db._quota_queries import (
     COUNT_LIVE_VERSIONS,
@@ -532,6 +533,8 @@ class Database:
         self.url = url
         """The URL the pool connects to (dedicated connections such as LISTEN use it)."""
         self.repo = Repository(Discarding(pool))
+        self.events = EventLog(Discarding(pool))
+        """The change log behind WatchSkills."""
         self.after_commit: Callable[[], None] | None = None
         """Called once each transaction's COMMIT has been sent (even if it failed: the
         outcome may be unknown), so caches of this process drop what it may have changed."""
