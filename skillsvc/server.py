@@ -33,6 +33,7 @@ from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.installs import Installer, InstallerSettings
 from skillsvc.core.lifecycle import Lifecycle
+from skillsvc.core.materialise import Materialiser, StoreArchives, fan_out
 from skillsvc.core.progress import ProgressHub
 from skillsvc.db import (
     CATALOG_CHANNEL,
@@ -169,6 +170,8 @@ class App:
     """The LISTEN connection feeding the hub and the read cache."""
     cache: ReadCache
     """Definitions and packages read by GetSkillDefinition and GetPackage."""
+    materialiser: Materialiser
+    """Keeps this node's packages in line with the database (every current version)."""
     port: int
     """The bound gRPC port (useful with port 0)."""
     authenticator: Authenticator
@@ -188,6 +191,10 @@ class App:
         await self.listener.start()
         self.cache.connected()
         await self.installer.start()
+        # Links are fixed before serving; versions to fetch are caught up in the
+        # background while health says NOT_SERVING (README, "Running several replicas").
+        self.materialiser.on_caught_up = self._caught_up
+        await self.materialiser.start()
         # /metrics answers before health says SERVING, so whoever waits for SERVING
         # can scrape at once.
         if self.settings.metrics_addr:
@@ -207,6 +214,11 @@ class App:
             )
         )
         logger.info("skillsvc serving on %s", self.address)
+
+    def _caught_up(self) -> None:
+        """The catch-up pass is done: publish health now rather than at the next probe."""
+        task = asyncio.create_task(self.check_health(), name="health-after-catch-up")
+        self._tasks.append(task)
 
     def reload_keys(self) -> bool:
         """Re-read the JWT key files (SIGHUP); on any error keep the keys in use.
@@ -239,6 +251,8 @@ class App:
             async with asyncio.timeout(max(1.0, self.settings.health_interval_seconds)):
                 await self.db.repo.ping()
                 await asyncio.to_thread(self.store.probe)
+            if not self.materialiser.caught_up:
+                healthy, cause = False, "catching up: materialising the current versions"
         except (Unavailable, TimeoutError) as exc:
             healthy, cause = False, str(exc) or type(exc).__name__
         except Exception as exc:
@@ -246,7 +260,7 @@ class App:
             healthy, cause = False, str(exc) or type(exc).__name__
         if healthy != self._healthy:
             if healthy:
-                logger.info("health: SERVING (database and store answer)")
+                logger.info("health: SERVING (database and store answer, caught up)")
             else:
                 logger.warning("health: NOT_SERVING: %s", cause)
         self._healthy = healthy
@@ -286,6 +300,10 @@ class App:
                     await task
                 except Exception:
                     logger.warning("background task %s had failed", task.get_name(), exc_info=True)
+        try:
+            await self.materialiser.stop()
+        except Exception:
+            logger.warning("stopping materialisation failed", exc_info=True)
         await self.health.enter_graceful_shutdown()
         # New calls are refused at once; calls in flight (uploads included) and the
         # installs running in the background share the same grace period. Each step
@@ -419,14 +437,26 @@ async def build_server(
         )
         hub = ProgressHub()
         installer = Installer(db, store, definitions, installer_settings(settings))
+        materialiser = Materialiser(
+            db,
+            store,
+            StoreArchives(store),
+            installer_settings(settings).limits,
+            installer.instance_id,
+        )
 
         def reconnected() -> None:
             hub.resync()
             cache.connected()
+            materialiser.resync()
 
         listener = Listener(
             db.url,
-            {PROGRESS_CHANNEL: hub.dispatch, CATALOG_CHANNEL: cache.dispatch},
+            {
+                PROGRESS_CHANNEL: hub.dispatch,
+                # The cache first: a replica drops stale rows before anything else reacts.
+                CATALOG_CHANNEL: fan_out(cache.dispatch, materialiser.dispatch),
+            },
             reconnected,
             on_lost=cache.disconnected,
         )
@@ -450,7 +480,7 @@ async def build_server(
                 definitions,
                 installer,
                 Catalog(db, store, definitions, hub),
-                Lifecycle(db, store, definitions, installer.instance_id),
+                Lifecycle(db, store, definitions, installer.instance_id, materialiser),
             ),
             server,
         )
@@ -488,5 +518,6 @@ async def build_server(
         hub=hub,
         listener=listener,
         cache=cache,
+        materialiser=materialiser,
         authenticator=security.authenticator,
     )

@@ -132,18 +132,5 @@ class Recovery(InstallerBase):
                 if not await tx.blob_in_use(archive_sha256):
                     await asyncio.to_thread(self._store.unadopt_blob, archive_sha256)
 
-    async def reconcile_current_links(self) -> None:
-        """Make every ``current`` link agree with the database's current version."""
-        definitions = await self._db.repo.list_current_versions()
-        for skill_id, version in definitions:
-            on_disk = await asyncio.to_thread(self._store.current_version, skill_id)
-            if on_disk == version:
-                continue
-            logger.warning("reconciling %s/current: %s → %s", skill_id, on_disk, version)
-            if version is None:
-                await asyncio.to_thread(self._store.deactivate, skill_id)
-            else:
-                await asyncio.to_thread(self._store.activate, skill_id, version)
-
     async def _update_storage_metric(self) -> None:
         STORAGE_BYTES.set(await asyncio.to_thread(self._store.usage_bytes))
