@@ -28,7 +28,7 @@ Races, and why they are safe:
 - The expensive part (fetch, extract, check) runs outside that lock, in private
   staging. Processes of one host that share a store (``SKILLSVC_WORKERS`` > 1, or a
   node that just installed the version itself) would each do it: a per-skill ``flock``
-  on ``staging/.locks/<skill>`` lets one do it while the others wait, then find the
+  on ``locks/<skill>`` lets one do it while the others wait, then find the
   tree in place and only check the link. Lock order is always flock, then the
   database lock; nobody holding the database lock waits for a flock, so there is no
   deadlock. Were the flock lost, the outcome would still be right: placing refuses
@@ -425,7 +425,7 @@ class Materialiser:
 
     @contextlib.asynccontextmanager
     async def _host_lock(self, skill_id: str) -> AsyncIterator[None]:
-        """The flock of ``staging/.locks/<skill>``: one materialiser per skill per host."""
+        """The flock of ``locks/<skill>``: one materialiser per skill per host."""
         path = await asyncio.to_thread(self._store.lock_path, skill_id)
         fd = await asyncio.to_thread(
             os.open, path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600

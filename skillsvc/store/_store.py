@@ -52,7 +52,7 @@ never clash with a version directory: "current" is not a semantic version."""
 
 _TRASH: Final = ".trash"
 # Per-skill lock files of the processes of this host (see Store.lock_path).
-_LOCKS: Final = ".locks"
+_LOCKS: Final = "locks"
 # Inside an instance's staging: directories moved out of packages/ whose deletion has
 # not been confirmed by the database yet.
 _STASH: Final = "stash"
@@ -382,12 +382,12 @@ class Store:
         return True
 
     def lock_path(self, skill_id: str) -> Path:
-        """``staging/.locks/<skill_id>``: a file processes of this host ``flock`` to
+        """``locks/<skill_id>``: a file processes of this host ``flock`` to
         materialise a skill one at a time (created if needed; never removed, since
         removing a lock file races with whoever opens it next)."""
         if not is_valid_skill_name(skill_id):
             raise InvalidArgument.field("skill_id", SKILL_NAME_RULE)
-        locks = self.staging / _LOCKS
+        locks = self.root / _LOCKS
         with _os_errors("create a lock file"):
             locks.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         return locks / skill_id
