@@ -17,6 +17,7 @@ validator and the repository can raise these freely.
     ├── Unauthenticated        UNAUTHENTICATED
     ├── PermissionDenied       PERMISSION_DENIED
     ├── Unavailable            UNAVAILABLE
+    ├── DataLoss               DATA_LOSS            (stored bytes no longer hash right)
     └── Internal               INTERNAL
 """
 
@@ -157,10 +158,17 @@ class PermissionDenied(SkillsvcError):
 
 
 class Unavailable(SkillsvcError):
-    """The database or the store does not answer; retry later."""
+    """The database, the file store or the blob store does not answer; retry later."""
 
     status = "UNAVAILABLE"
     default_reason = "UNAVAILABLE"
+
+
+class DataLoss(SkillsvcError):
+    """Stored bytes are damaged (an archive no longer hashes to its name)."""
+
+    status = "DATA_LOSS"
+    default_reason = "DATA_LOSS"
 
 
 class Internal(SkillsvcError):

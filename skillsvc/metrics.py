@@ -25,6 +25,8 @@ Series:
   (``skillsvc_db_pool_max``, ``skillsvc_db_pool_size``, ``skillsvc_db_pool_in_use``),
   ``skillsvc_healthy`` and the store's filesystem (``skill_store_free_bytes``,
   ``skill_store_total_bytes``);
+- the blob store (``SKILLSVC_BLOB_STORE``): ``skill_blob_store_requests_total{op, result}``,
+  ``skill_blob_store_bytes_total{direction}`` and ``skill_blob_store_up``;
 - materialisation: ``skill_materialisations_total{result}``,
   ``skill_materialised_bytes_total``, ``skill_materialise_seconds``,
   ``skill_materialise_lag_seconds``, ``skill_materialise_pending`` and
@@ -227,5 +229,33 @@ MATERIALISE_CAUGHT_UP: Final = Gauge(
     "skill_materialise_caught_up",
     "1 once the start-up catch-up pass has materialised every current version it could.",
     # 0 while any live worker is still catching up.
+    multiprocess_mode="livemin",
+)
+
+# -- the blob store (original archives and kept bytes; local or an S3 bucket) -------
+
+BLOB_OPS: Final = ("put", "fetch", "stream", "exists", "delete", "list", "size", "probe")
+"""``op`` label values of :data:`BLOB_REQUESTS`."""
+
+BLOB_REQUESTS: Final = Counter(
+    "skill_blob_store_requests_total",
+    "Blob store operations, by operation and result (ok, missing, corrupt, unavailable).",
+    ["op", "result"],
+)
+for _op in BLOB_OPS:
+    for _result in ("ok", "unavailable"):
+        BLOB_REQUESTS.labels(_op, _result)
+BLOB_BYTES: Final = Counter(
+    "skill_blob_store_bytes_total",
+    "Bytes moved to (direction=out) and from (direction=in) the blob store.",
+    ["direction"],
+)
+BLOB_BYTES.labels("in")
+BLOB_BYTES.labels("out")
+BLOB_STORE_UP: Final = Gauge(
+    "skill_blob_store_up",
+    "1 while the blob store answered its last probe, else 0 (reads of installed "
+    "packages go on without it; installs and downloads fail UNAVAILABLE).",
+    # 0 as soon as one live worker's probe fails.
     multiprocess_mode="livemin",
 )

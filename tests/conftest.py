@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from skillsvc.db import EmbeddedPostgres, migrate
 from skillsvc.server import App, build_server
 from skillsvc.v1 import skill_service_pb2_grpc
 from tests.processes import embedded_data_dir, serve
+from tests.s3 import SeaweedS3, running_seaweed
 
 __all__ = ["embedded_data_dir", "serve"]  # fixtures for every test module
 
@@ -146,6 +147,19 @@ async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
 def stub(channel: grpc.aio.Channel) -> skill_service_pb2_grpc.SkillServiceStub:
     """A SkillService client stub."""
     return skill_service_pb2_grpc.SkillServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) for the whole session; see tests/s3.py."""
+    with running_seaweed() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(seaweed: SeaweedS3) -> str:
+    """A new, empty bucket of this test's own: ``s3://<bucket>/skills``."""
+    return seaweed.new_bucket()
 
 
 @pytest.fixture

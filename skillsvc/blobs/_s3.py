@@ -1,0 +1,331 @@
+"""Blobs in an S3-compatible bucket (``SKILLSVC_BLOB_STORE=s3://bucket/prefix``).
+
+Keys: ``<prefix>/blobs/sha256/<hex>`` (archives of installed packages) and
+``<prefix>/kept/sha256/<hex>`` (kept bytes of failed uploads), the local layout under
+a prefix, shared by every replica on any host.
+
+The client is **obstore** (Python bindings of the Rust ``object_store`` crate, as used
+by Apache Arrow/DataFusion), not aiobotocore:
+
+- it ships complete type hints (``mypy --strict`` needs no third-party stubs and no
+  ``Any`` at this boundary), and one compiled wheel with no Python dependencies,
+  where aiobotocore brings botocore and aiohttp and needs ``types-aiobotocore``;
+- uploads from a file are streamed and switch to multipart by themselves above one
+  part, with a bounded number of parts in flight (memory is ``_PART_BYTES`` times
+  ``_PARTS_IN_FLIGHT``, whatever the archive's size); downloads stream in chunks;
+- its async calls run on its own runtime without holding the GIL, so hashing,
+  signing and HTTP never stall the event loop;
+- it reads endpoint and credentials the standard AWS way (``AWS_ENDPOINT_URL``,
+  ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+  ``AWS_REGION``/``AWS_DEFAULT_REGION``, web identity and container credentials),
+  with explicit settings taking precedence.
+
+Timeouts and retries are short on purpose: a bucket that is down makes installs and
+downloads fail ``UNAVAILABLE`` within seconds (connect 2 s, a stalled read 10 s, at
+most 2 retries within 4 s), while a large transfer that keeps moving may take its time
+(each request may last up to 5 minutes).
+
+Integrity: every request body carries ``x-amz-checksum-sha256`` (the client's
+``checksum_algorithm``), which the server checks before it stores the bytes (SeaweedFS
+answers ``BadDigest`` to a wrong one, as AWS does), so what arrives is what was sent;
+the bytes sent are the file whose SHA-256 the caller computed as it received them;
+and after the upload a HEAD checks the stored object's size. Every read hashes the
+bytes again (:meth:`S3Blobs.fetch`, :meth:`S3Blobs.stream`, :meth:`S3Blobs.intact`),
+so damage at rest is found where it matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, cast
+from urllib.parse import urlsplit
+
+import obstore
+from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
+from obstore.store import S3Store
+
+from skillsvc.blobs._base import (
+    DIRECTORIES,
+    SHA256_HEX,
+    STREAM_CHUNK_BYTES,
+    Kind,
+    check_digest,
+    corrupt,
+    count,
+    missing,
+    unavailable,
+)
+from skillsvc.errors import InvalidArgument, SkillsvcError
+from skillsvc.metrics import BLOB_BYTES
+from skillsvc.store import store_error
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, RetryConfig, S3Config
+
+_PART_BYTES: Final = 8 * 1024 * 1024
+"""Multipart part size (S3's minimum is 5 MiB); archives up to this go in one PUT."""
+_PARTS_IN_FLIGHT: Final = 2
+"""Parts uploaded at once: bounds an upload's memory to about 16 MiB."""
+
+CONNECT_TIMEOUT: Final = datetime.timedelta(seconds=2)
+READ_TIMEOUT: Final = datetime.timedelta(seconds=10)
+REQUEST_TIMEOUT: Final = datetime.timedelta(minutes=5)
+MAX_RETRIES: Final = 2
+RETRY_TIMEOUT: Final = datetime.timedelta(seconds=4)
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``(bucket, prefix)`` of ``s3://bucket/prefix`` (the prefix may be empty)."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise InvalidArgument.field(
+            "SKILLSVC_BLOB_STORE", "must be s3://bucket or s3://bucket/prefix"
+        )
+    return parts.netloc, parts.path.strip("/")
+
+
+@contextlib.contextmanager
+def _bucket_errors(action: str, op: str, where: str) -> Iterator[None]:
+    """Turn the client's errors into ``Unavailable`` (a missing object is the caller's).
+
+    Credentials the bucket refuses are an operator's problem, not the caller's: they
+    are ``UNAVAILABLE`` too, with the reason in the message, never PERMISSION_DENIED.
+    """
+    try:
+        yield
+    except (FileNotFoundError, SkillsvcError):
+        raise
+    except (PermissionDeniedError, UnauthenticatedError) as exc:
+        count(op, "unavailable")
+        raise unavailable(action, f"access denied ({_first_line(exc)})", where) from exc
+    except (BaseError, OSError, TimeoutError) as exc:
+        count(op, "unavailable")
+        raise unavailable(action, _first_line(exc), where) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+class S3Blobs:
+    """Objects in ``bucket`` under ``prefix``, through one obstore client."""
+
+    shared = True
+
+    def __init__(self, url: str, options: Mapping[str, str] | None = None) -> None:
+        """``url`` is ``s3://bucket/prefix``; ``options`` are obstore ``S3Config`` keys
+        (``endpoint``, ``access_key_id``, ``region``, ...) that override the environment."""
+        bucket, prefix = parse_url(url)
+        self.location = url
+        self.bucket = bucket
+        self.prefix = prefix
+        config = {"checksum_algorithm": "sha256", **(options or {})}
+        client: ClientConfig = {
+            # An http:// endpoint is the operator's choice (a bucket on loopback or a
+            # private network); AWS itself is https.
+            "allow_http": True,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "read_timeout": READ_TIMEOUT,
+            "timeout": REQUEST_TIMEOUT,
+        }
+        retry: RetryConfig = {
+            "max_retries": MAX_RETRIES,
+            "retry_timeout": RETRY_TIMEOUT,
+            "backoff": {
+                "init_backoff": datetime.timedelta(milliseconds=100),
+                "max_backoff": datetime.timedelta(seconds=1),
+                "base": 2,
+            },
+        }
+        try:
+            self._store = S3Store(
+                bucket,
+                prefix=prefix or None,
+                config=cast("S3Config", config),
+                client_options=client,
+                retry_config=retry,
+            )
+        except (BaseError, ValueError) as exc:
+            raise InvalidArgument.field("SKILLSVC_BLOB_STORE", _first_line(exc)) from exc
+
+    def key(self, kind: Kind, sha256: str) -> str:
+        """The object's key below the prefix."""
+        return f"{DIRECTORIES[kind]}/{check_digest(sha256)}"
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def put(self, kind: Kind, sha256: str, source: Path) -> None:
+        key = self.key(kind, sha256)
+        with _os_errors("read the archive to upload"):
+            expected = (await asyncio.to_thread(os.stat, source)).st_size
+        if await self.size(kind, sha256) == expected:
+            count("put", "ok")  # content-addressed: the same name holds the same bytes
+            return
+        with _bucket_errors("store the archive", "put", self.location):
+            await obstore.put_async(
+                self._store,
+                key,
+                source,
+                chunk_size=_PART_BYTES,
+                max_concurrency=_PARTS_IN_FLIGHT,
+            )
+        stored = await self.size(kind, sha256)
+        if stored != expected:
+            count("put", "corrupt")
+            raise unavailable(
+                "store the archive",
+                f"the stored object has {stored} bytes, not {expected}",
+                self.location,
+            )
+        BLOB_BYTES.labels("out").inc(expected)
+        count("put", "ok")
+
+    async def delete(self, kind: Kind, sha256: str) -> None:
+        key = self.key(kind, sha256)
+        with (
+            _bucket_errors("remove the archive", "delete", self.location),
+            contextlib.suppress(FileNotFoundError),
+        ):
+            await obstore.delete_async(self._store, key)
+        count("delete", "ok")
+
+    async def move(self, sha256: str, src: Kind, dst: Kind) -> bool:
+        if not await self.exists(src, sha256):
+            return False
+        with _bucket_errors("keep an unowned archive", "put", self.location):
+            try:
+                # A server-side copy: no bytes through this process.
+                await obstore.copy_async(self._store, self.key(src, sha256), self.key(dst, sha256))
+            except FileNotFoundError:
+                return False  # removed meanwhile by someone holding the lock we hold?
+        await self.delete(src, sha256)
+        return True
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _open(self, kind: Kind, sha256: str, op: str) -> Any:
+        key = self.key(kind, sha256)
+        with _bucket_errors("read the archive", op, self.location):
+            try:
+                return await obstore.get_async(self._store, key)
+            except FileNotFoundError:
+                count(op, "missing")
+                raise missing(kind, sha256, self.location) from None
+
+    async def fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
+        result = await self._open(kind, sha256, "fetch")
+        digest = hashlib.sha256()
+        try:
+            with _os_errors("write the fetched archive"):
+                out = await asyncio.to_thread(open, dest, "xb")
+            with out:
+                with _bucket_errors("read the archive", "fetch", self.location):
+                    async for chunk in result.stream(min_chunk_size=STREAM_CHUNK_BYTES):
+                        with _os_errors("write the fetched archive"):
+                            await asyncio.to_thread(_write_and_hash, out, digest, chunk)
+                        BLOB_BYTES.labels("in").inc(len(chunk))
+                with _os_errors("write the fetched archive"):
+                    await asyncio.to_thread(_flush, out)
+            if digest.hexdigest() != sha256:
+                count("fetch", "corrupt")
+                raise corrupt(kind, sha256, digest.hexdigest(), self.location)
+        except BaseException:
+            await asyncio.to_thread(dest.unlink, missing_ok=True)
+            raise
+        count("fetch", "ok")
+
+    async def stream(
+        self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        result = await self._open(kind, sha256, "stream")
+        digest = hashlib.sha256()
+        pieces = result.stream(min_chunk_size=chunk_bytes)
+        while True:
+            with _bucket_errors("read the archive", "stream", self.location):
+                try:
+                    chunk = await anext(pieces)
+                except StopAsyncIteration:
+                    break
+            digest.update(chunk)
+            BLOB_BYTES.labels("in").inc(len(chunk))
+            # Pieces may come bigger than asked (a whole received buffer): cut them.
+            for start in range(0, len(chunk), chunk_bytes):
+                yield bytes(chunk[start : start + chunk_bytes])
+        if digest.hexdigest() != sha256:
+            count("stream", "corrupt")
+            raise corrupt(kind, sha256, digest.hexdigest(), self.location)
+        count("stream", "ok")
+
+    async def exists(self, kind: Kind, sha256: str) -> bool:
+        return await self._size(kind, sha256, "exists") is not None
+
+    async def size(self, kind: Kind, sha256: str) -> int | None:
+        return await self._size(kind, sha256, "size")
+
+    async def _size(self, kind: Kind, sha256: str, op: str) -> int | None:
+        key = self.key(kind, sha256)
+        with _bucket_errors("check the archive", op, self.location):
+            try:
+                meta = await obstore.head_async(self._store, key)
+            except FileNotFoundError:
+                count(op, "ok")
+                return None
+        count(op, "ok")
+        return int(meta["size"])
+
+    async def intact(self, kind: Kind, sha256: str) -> bool:
+        try:
+            async for _chunk in self.stream(kind, sha256):
+                pass
+        except SkillsvcError as exc:
+            if exc.reason in ("ARCHIVE_MISSING", "BLOB_CORRUPT"):
+                return False
+            raise
+        return True
+
+    async def digests(self, kind: Kind) -> list[str]:
+        directory = DIRECTORIES[kind]
+        found: list[str] = []
+        with _bucket_errors("list archives", "list", self.location):
+            async for batch in obstore.list(self._store, prefix=directory, chunk_size=1000):
+                for meta in batch:
+                    parent, _, name = str(meta["path"]).rpartition("/")
+                    if parent.endswith(directory) and SHA256_HEX.fullmatch(name):
+                        found.append(name)
+        count("list", "ok")
+        return sorted(found)
+
+    async def probe(self) -> None:
+        """List one key: answers only if the endpoint, the credentials and the bucket do."""
+        with _bucket_errors("answer", "probe", self.location):
+            stream = obstore.list(self._store, prefix=DIRECTORIES["archive"], chunk_size=1)
+            with contextlib.suppress(StopAsyncIteration):
+                await anext(stream)
+        count("probe", "ok")
+
+    async def close(self) -> None:
+        """Nothing to release: the client's connections close with it."""
+
+
+@contextlib.contextmanager
+def _os_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise store_error(exc, action) from exc
+
+
+def _write_and_hash(out: Any, digest: Any, chunk: bytes) -> None:
+    digest.update(chunk)
+    out.write(chunk)
+
+
+def _flush(out: Any) -> None:
+    out.flush()
+    os.fsync(out.fileno())
