@@ -27,13 +27,14 @@ from skillsvc.api import (
     tracing_interceptors,
 )
 from skillsvc.auth import Authenticator, JwtAuthentication, build_authenticator, load_key_set
+from skillsvc.blobs import LocalBlobs
 from skillsvc.config import ConfigError, Settings
 from skillsvc.core.cache import ReadCache
 from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.installs import Installer, InstallerSettings
 from skillsvc.core.lifecycle import Lifecycle
-from skillsvc.core.materialise import Materialiser, StoreArchives, fan_out
+from skillsvc.core.materialise import Materialiser, fan_out
 from skillsvc.core.progress import ProgressHub
 from skillsvc.db import (
     CATALOG_CHANNEL,
@@ -440,7 +441,7 @@ async def build_server(
         materialiser = Materialiser(
             db,
             store,
-            StoreArchives(store),
+            LocalBlobs(settings.store_root),
             installer_settings(settings).limits,
             installer.instance_id,
         )

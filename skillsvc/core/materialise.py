@@ -43,20 +43,20 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import logging
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
+from skillsvc.blobs import CORRUPT_REASON, MISSING_REASON, BlobStore
 from skillsvc.core.install_base import blocking
 from skillsvc.core.models import PackageState
 from skillsvc.core.naming import is_valid_skill_name
 from skillsvc.db import Database, Repository, SkillSync
-from skillsvc.errors import FailedPrecondition, SkillsvcError, Unavailable
+from skillsvc.errors import FailedPrecondition, SkillsvcError
 from skillsvc.loops import Backoff
 from skillsvc.metrics import (
     MATERIALISATIONS,
@@ -71,46 +71,9 @@ from skillsvc.validation import Limits, validate_archive
 
 logger = logging.getLogger(__name__)
 
-ARCHIVE: Final = "archive"
-"""The blob store's kind of original archives of installed packages."""
 _LOCK_POLL_SECONDS: Final = 0.02
 _PROGRESS_LOG_SECONDS: Final = 5.0
 _MAX_SHOWN: Final = 5
-
-
-class ArchiveSource(Protocol):
-    """What materialisation needs of the blob store (``skillsvc.blobs.BlobStore``)."""
-
-    async def fetch(self, kind: str, sha256: str, dest: Path) -> None:
-        """Write the blob to ``dest``; domain errors with reason ``ARCHIVE_MISSING``,
-        ``BLOB_CORRUPT`` or ``BLOB_STORE_UNAVAILABLE``."""
-
-
-class StoreArchives:
-    """The archives of the local store's ``blobs/`` as an :class:`ArchiveSource`.
-
-    Stands in for ``skillsvc.blobs.LocalBlobs`` until that lands: a copy into staging,
-    hashed on the way, with the blob store's reasons for missing and corrupt bytes.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def fetch(self, kind: str, sha256: str, dest: Path) -> None:
-        """Copy the archive ``sha256`` to ``dest`` (refused if it no longer hashes so)."""
-        await asyncio.to_thread(self._copy, sha256, dest)
-
-    def _copy(self, sha256: str, dest: Path) -> None:
-        digest = hashlib.sha256()
-        with self._store.open_blob(sha256) as src, open(dest, "xb") as out:
-            while chunk := src.read(1024 * 1024):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise Unavailable(
-                f"archive {sha256} in the blob store hashes to {digest.hexdigest()}",
-                reason="BLOB_CORRUPT",
-            )
 
 
 class Refused(Exception):
@@ -205,7 +168,7 @@ class Materialiser:
         self,
         db: Database,
         store: Store,
-        archives: ArchiveSource,
+        blobs: BlobStore,
         limits: Limits,
         instance_id: str,
         *,
@@ -216,7 +179,12 @@ class Materialiser:
     ) -> None:
         self._db = db
         self._store = store
-        self._archives = archives
+        self._blobs = blobs
+        self.follows = blobs.shared
+        """Whether changes heard on the catalog channel are followed. Only with a
+        shared blob store: with local blobs every process that can change the
+        database shares this store and changes it itself (and following would cost a
+        query per change in every process)."""
         self._limits = limits
         self._instance_id = instance_id
         self._slots = asyncio.Semaphore(concurrency)
@@ -238,7 +206,7 @@ class Materialiser:
 
     def dispatch(self, skill_id: str) -> None:
         """A catalog notification: bring ``skill_id`` in line soon (never blocks)."""
-        if self._stopping or not is_valid_skill_name(skill_id):
+        if self._stopping or not self.follows or not is_valid_skill_name(skill_id):
             return
         self._dirty.add(skill_id)
         if skill_id not in self._tasks:
@@ -249,7 +217,7 @@ class Materialiser:
 
     def resync(self) -> None:
         """The LISTEN connection is back: changes may have been missed, check every skill."""
-        if not self._stopping:
+        if self.follows and not self._stopping:
             self._spawn(self._catch_up(first=False), "materialise-resync")
 
     async def _follow(self, skill_id: str) -> None:
@@ -533,7 +501,7 @@ class Materialiser:
         )
         try:
             try:
-                await self._archives.fetch(ARCHIVE, state.sha256, work / "archive")
+                await self._blobs.fetch("archive", state.sha256, work / "archive")
                 unpacked = await blocking(
                     extract_and_check,
                     work / "archive",
@@ -543,9 +511,9 @@ class Materialiser:
                     self._limits,
                 )
             except SkillsvcError as exc:
-                if exc.reason == "BLOB_CORRUPT":
+                if exc.reason == CORRUPT_REASON:
                     raise Refused("corrupt", exc.message) from exc
-                if exc.reason == "ARCHIVE_MISSING":
+                if exc.reason == MISSING_REASON:
                     raise Refused("missing", exc.message) from exc
                 raise
             async with self._db_locked(skill_id) as tx:
@@ -622,11 +590,8 @@ def fan_out(*handlers: Callable[[str], None]) -> Callable[[str], None]:
 
 
 __all__ = [
-    "ARCHIVE",
-    "ArchiveSource",
     "Materialiser",
     "Refused",
-    "StoreArchives",
     "extract_and_check",
     "fan_out",
 ]
