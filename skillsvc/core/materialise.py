@@ -303,12 +303,13 @@ class Materialiser:
         MATERIALISE_CAUGHT_UP.set(0)
         currents = await self._db.repo.list_current_versions()
         on_disk = await asyncio.to_thread(self._store.versions_on_disk)
+        currents = [(s, v) for s, v in currents if is_valid_skill_name(s)]
+        links = await asyncio.to_thread(
+            lambda: {s: self._store.current_version(s) for s, _ in currents}
+        )
         behind = 0
         for skill_id, version in currents:
-            if not is_valid_skill_name(skill_id):
-                continue
-            link = await asyncio.to_thread(self._store.current_version, skill_id)
-            if link == version:
+            if links[skill_id] == version:
                 continue
             if version is None or version in on_disk.get(skill_id, ()):
                 await self.reconcile(skill_id, fetch=False)

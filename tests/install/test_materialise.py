@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -147,3 +148,18 @@ async def test_rollback_fetches_a_target_this_node_does_not_have(
     )
     assert reason(error) == "INTEGRITY_CHECK_FAILED"
     assert app.store.current_version(skill) == "1.0.0"
+
+
+async def test_a_node_missing_a_current_version_starts_and_catches_up(
+    app: App, stub: Stub, skill: str, make_app: Any
+) -> None:
+    await _install(stub, skill, "1.0.0", "1.1.0")
+    _forget(app, skill, "1.1.0")
+    # It used to refuse to start ("version 1.1.0 ... is not in the file store").
+    again: App = await make_app()
+    async with asyncio.timeout(30):
+        while not again.materialiser.caught_up:
+            await asyncio.sleep(0.01)
+    assert again.store.current_version(skill) == "1.1.0"
+    assert again.store.verify_tree(skill, "1.1.0", await _files(app, skill, "1.1.0")) == []
+    assert await again.check_health()
