@@ -1,14 +1,17 @@
 """``skillsvc backup DIR`` and ``skillsvc restore DIR``.
 
 A backup directory holds ``database.dump`` (``pg_dump --format=custom`` of the service's
-database), ``store/`` (``packages/`` and ``blobs/`` of the file store, links kept) and
-``backup.json`` (what was backed up, from which versions). The database is dumped first,
+database), ``store/`` (``packages/`` of the file store, links kept, and ``blobs/sha256/``:
+the original archives, from local ``blobs/`` or from the bucket of
+``SKILLSVC_BLOB_STORE``, in the same layout either way) and ``backup.json`` (what was
+backed up, from which versions). The database is dumped first,
 from one snapshot; packages are immutable, so copying the store afterwards gives every
 package in the dump its files unless it was deleted in between, which the backup checks
 and reports.
 
 Restore loads the dump into an empty database (refusing one that has skills), applies
-any newer migrations, and copies the store into an empty store. The restored service
+any newer migrations, and copies the store into an empty store (the archives into an
+empty blob store: local ``blobs/``, or uploaded to an empty bucket prefix). The restored service
 then starts like after a crash: operations left running in the backup are marked
 interrupted, processes of the old deployment are forgotten.
 """
@@ -27,6 +30,7 @@ from typing import Any
 import asyncpg
 
 from skillsvc import __version__
+from skillsvc.blobs import BlobStore, LocalBlobs
 from skillsvc.db import (
     forget_instances,
     holds_skills,
@@ -129,8 +133,31 @@ def _missing_from_copy(dest: Path, ready: list[Any]) -> list[str]:
     ]
 
 
-async def backup(url: str, store: Store, dest: Path) -> dict[str, Any]:
-    """Write a backup of the database at ``url`` and of ``store`` into ``dest``."""
+async def _copy_blobs_out(blobs: BlobStore, dest: Path) -> None:
+    """Every archive of the blob store into ``dest`` (each checked against its digest)."""
+    if isinstance(blobs, LocalBlobs):
+        await asyncio.to_thread(_copy_tree, blobs.directory("archive"), dest)
+        return
+    await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
+    for digest in await blobs.digests("archive"):
+        await blobs.fetch("archive", digest, dest / digest)
+
+
+async def _copy_blobs_in(src: Path, blobs: BlobStore) -> None:
+    """Every archive of a backup into the blob store."""
+    if isinstance(blobs, LocalBlobs):
+        await asyncio.to_thread(_copy_tree, src, blobs.directory("archive"))
+        return
+    names = await asyncio.to_thread(lambda: sorted(p.name for p in src.glob("*")))
+    for name in names:
+        await blobs.put("archive", name, src / name)
+
+
+async def backup(
+    url: str, store: Store, dest: Path, blobs: BlobStore | None = None
+) -> dict[str, Any]:
+    """Write a backup of the database at ``url``, of ``store`` and of the archives in
+    ``blobs`` (default: local blobs in ``store``) into ``dest``."""
     await asyncio.to_thread(_prepare_destination, dest)
     major = await _server_major(url)
     await _run(
@@ -142,7 +169,7 @@ async def backup(url: str, store: Store, dest: Path) -> dict[str, Any]:
         url,
     )
     await asyncio.to_thread(_copy_tree, store.packages, dest / "store" / "packages")
-    await asyncio.to_thread(_copy_tree, store.blobs, dest / "store" / "blobs" / "sha256")
+    await _copy_blobs_out(blobs or LocalBlobs(store.root), dest / "store" / "blobs" / "sha256")
     conn = await asyncpg.connect(url)
     try:
         await conn.set_type_codec(
@@ -166,8 +193,12 @@ async def backup(url: str, store: Store, dest: Path) -> dict[str, Any]:
     return info
 
 
-async def restore(url: str, store: Store, src: Path) -> dict[str, Any]:
-    """Restore the backup in ``src`` into the empty database at ``url`` and ``store``."""
+async def restore(
+    url: str, store: Store, src: Path, blobs: BlobStore | None = None
+) -> dict[str, Any]:
+    """Restore the backup in ``src`` into the empty database at ``url``, ``store`` and
+    ``blobs`` (default: local blobs in ``store``)."""
+    blobs = blobs or LocalBlobs(store.root)
     info = await asyncio.to_thread(_read_backup_info, src)
     if int(info.get("schema_version") or 0) > load_migrations()[-1].version:
         raise FailedPrecondition(
@@ -184,12 +215,11 @@ async def restore(url: str, store: Store, src: Path) -> dict[str, Any]:
         major = await server_major(conn)
     finally:
         await conn.close()
-    empty = await asyncio.to_thread(
-        lambda: _empty_or_missing(store.packages) and _empty_or_missing(store.blobs)
-    )
-    if not empty:
+    empty = await asyncio.to_thread(_empty_or_missing, store.packages)
+    if not empty or await blobs.digests("archive"):
+        where = store.root if not empty else blobs.location
         raise FailedPrecondition(
-            f"the store at {store.root} is not empty; restore into an empty one",
+            f"the store at {where} is not empty; restore into an empty one",
             reason="TARGET_NOT_EMPTY",
         )
     await _run(
@@ -213,5 +243,5 @@ async def restore(url: str, store: Store, src: Path) -> dict[str, Any]:
         await conn.close()
     await asyncio.to_thread(store.init)
     await asyncio.to_thread(_copy_tree, src / "store" / "packages", store.packages)
-    await asyncio.to_thread(_copy_tree, src / "store" / "blobs" / "sha256", store.blobs)
+    await _copy_blobs_in(src / "store" / "blobs" / "sha256", blobs)
     return {"restored_from": str(src), **info}

@@ -79,6 +79,20 @@ class Settings:
         "SKILLSVC_STORE_DIR", None, "File store root. Default `<data dir>/store`."
     )
     """File store root; ``None`` means ``data_dir / "store"``."""
+    blob_store: str | None = _setting(
+        "SKILLSVC_BLOB_STORE",
+        None,
+        "Where original archives and the kept bytes of failed uploads live. Unset: "
+        "`blobs/` and `kept/` in the file store. `s3://bucket/prefix`: an S3-compatible "
+        "bucket shared by every replica; endpoint and credentials the standard AWS way "
+        "(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, ...).",
+    )
+    """``s3://bucket/prefix``, or ``None`` for local blobs under the store root."""
+    blob_store_options: Mapping[str, str] = field(
+        default_factory=dict, metadata={"env": None, "doc": "", "display": None}
+    )
+    """obstore ``S3Config`` keys that override the ``AWS_*`` environment (tests; no
+    variable of its own). May hold a secret: never shown."""
     database_url: str | None = _setting(
         "SKILLSVC_DATABASE_URL",
         None,
@@ -348,7 +362,8 @@ class Settings:
         parts = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            shown = "'<hidden>'" if f.name == "jwt_secret" and value else repr(value)
+            secret = f.name in ("jwt_secret", "blob_store_options")
+            shown = "'<hidden>'" if secret and value else repr(value)
             parts.append(f"{f.name}={shown}")
         return f"Settings({', '.join(parts)})"
 
@@ -371,6 +386,8 @@ class Settings:
             if f.name in overrides:
                 values[f.name] = overrides.pop(f.name)
                 continue
+            if name is None:  # set only by the caller
+                continue
             raw = env.get(name)
             if raw is None or (raw == "" and f.default is None):
                 continue
@@ -386,6 +403,17 @@ class Settings:
         _split_host_port("SKILLSVC_LISTEN_ADDR", self.listen_addr)
         if self.metrics_addr:
             _split_host_port("SKILLSVC_METRICS_ADDR", self.metrics_addr)
+        if self.blob_store is not None:
+            bucket = self.blob_store.removeprefix("s3://").partition("/")[0]
+            if (
+                not self.blob_store.startswith("s3://")
+                or not bucket
+                or any(c in self.blob_store for c in "?#")
+            ):
+                raise ConfigError(
+                    "SKILLSVC_BLOB_STORE: expected s3://bucket or s3://bucket/prefix, got "
+                    f"{self.blob_store!r}"
+                )
         if self.database_url is not None and not self.database_url.startswith(
             ("postgresql://", "postgres://")
         ):
@@ -522,6 +550,7 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "listen_addr": str,
     "data_dir": Path,
     "store_dir": Path,
+    "blob_store": str,
     "database_url": str,
     "workers": int,
     "db_pool_size": int,
@@ -570,6 +599,8 @@ def config_table() -> str:
     """The configuration table of the README, in Markdown."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for f in dataclasses.fields(Settings):
+        if f.metadata["env"] is None:
+            continue
         if f.metadata.get("display") and f.default is dataclasses.MISSING:
             default = str(f.metadata["display"])
         elif f.metadata.get("display"):

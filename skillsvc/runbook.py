@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from skillsvc.blobs import BlobStore, open_blob_store
 from skillsvc.config import Settings, parse_duration
 from skillsvc.core import maintenance
 from skillsvc.db import Database
 from skillsvc.store import Store
 
-Runner = Callable[[Settings, argparse.Namespace, Database, Store], Awaitable[int]]
+Runner = Callable[[Settings, argparse.Namespace, Database, Store, BlobStore], Awaitable[int]]
 
 
 def _duration(text: str) -> float:
@@ -82,7 +83,9 @@ def _fsck_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _fsck(settings: Settings, args: argparse.Namespace, db: Database, store: Store) -> int:
+async def _fsck(
+    settings: Settings, args: argparse.Namespace, db: Database, store: Store, blobs: BlobStore
+) -> int:
     from skillsvc.server import installer_settings
 
     report = await maintenance.fsck(
@@ -91,6 +94,7 @@ async def _fsck(settings: Settings, args: argparse.Namespace, db: Database, stor
         repair=args.repair,
         limits=installer_settings(settings).limits,
         stale_after=3 * settings.heartbeat_seconds,
+        blobs=blobs,
     )
     _print(args, report, _fsck_text)
     return 0 if report["healthy"] or args.repair else 1
@@ -108,7 +112,9 @@ def _gc_text(report: dict[str, Any]) -> str:
     )
 
 
-async def _gc(settings: Settings, args: argparse.Namespace, db: Database, store: Store) -> int:
+async def _gc(
+    settings: Settings, args: argparse.Namespace, db: Database, store: Store, blobs: BlobStore
+) -> int:
     older_than = settings.failed_retention_seconds if args.older_than is None else args.older_than
     report = await maintenance.gc(
         db,
@@ -116,15 +122,18 @@ async def _gc(settings: Settings, args: argparse.Namespace, db: Database, store:
         older_than=older_than,
         dry_run=args.dry_run,
         stale_after=3 * settings.heartbeat_seconds,
+        blobs=blobs,
     )
     _print(args, report, _gc_text)
     return 0
 
 
-async def _backup(settings: Settings, args: argparse.Namespace, db: Database, store: Store) -> int:
+async def _backup(
+    settings: Settings, args: argparse.Namespace, db: Database, store: Store, blobs: BlobStore
+) -> int:
     from skillsvc.backup import backup
 
-    report = await backup(db.url, store, args.dir)
+    report = await backup(db.url, store, args.dir, blobs)
     _print(
         args,
         report,
@@ -140,10 +149,12 @@ async def _backup(settings: Settings, args: argparse.Namespace, db: Database, st
     return 1 if report["missing_from_store_copy"] else 0
 
 
-async def _restore(settings: Settings, args: argparse.Namespace, db: Database, store: Store) -> int:
+async def _restore(
+    settings: Settings, args: argparse.Namespace, db: Database, store: Store, blobs: BlobStore
+) -> int:
     from skillsvc.backup import restore
 
-    report = await restore(db.url, store, args.dir)
+    report = await restore(db.url, store, args.dir, blobs)
     _print(args, report, lambda r: f"restored {r['ready_packages']} package(s) from {args.dir}")
     return 0
 
@@ -165,7 +176,9 @@ def _history_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or "no operations"
 
 
-async def _history(settings: Settings, args: argparse.Namespace, db: Database, store: Store) -> int:
+async def _history(
+    settings: Settings, args: argparse.Namespace, db: Database, store: Store, blobs: BlobStore
+) -> int:
     _print(args, await maintenance.history(db, args.skill, args.limit), _history_text)
     return 0
 
@@ -180,6 +193,8 @@ def _status_text(r: dict[str, Any]) -> str:
         f"{installs['running']} running; success rate {rate}; mean install time "
         + ("n/a" if mean is None else f"{mean:.2f} s"),
         f"store: {r['store_bytes']} bytes",
+        f"blob store: {r['blob_store']['location']} "
+        + ("answers" if r["blob_store"]["up"] else f"DOES NOT ANSWER: {r['blob_store']['error']}"),
     ]
     if r["recent_failures"]:
         lines.append("recent failures:")
@@ -197,8 +212,10 @@ def _status_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _status(settings: Settings, args: argparse.Namespace, db: Database, store: Store) -> int:
-    _print(args, await maintenance.status(db, store), _status_text)
+async def _status(
+    settings: Settings, args: argparse.Namespace, db: Database, store: Store, blobs: BlobStore
+) -> int:
+    _print(args, await maintenance.status(db, store, blobs=blobs), _status_text)
     return 0
 
 
@@ -224,7 +241,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         store = Store(settings.store_root)
         if not restoring:
             store.init()
-        return await RUNNERS[args.command](settings, args, db, store)
+        blobs = open_blob_store(settings.blob_store or "", store.root, settings.blob_store_options)
+        try:
+            return await RUNNERS[args.command](settings, args, db, store, blobs)
+        finally:
+            await blobs.close()
     finally:
         await db.close()
         if embedded is not None:

@@ -27,7 +27,7 @@ from skillsvc.api import (
     tracing_interceptors,
 )
 from skillsvc.auth import Authenticator, JwtAuthentication, build_authenticator, load_key_set
-from skillsvc.blobs import LocalBlobs
+from skillsvc.blobs import BlobStore, open_blob_store
 from skillsvc.config import ConfigError, Settings
 from skillsvc.core.cache import ReadCache
 from skillsvc.core.catalog import Catalog
@@ -48,6 +48,7 @@ from skillsvc.errors import Unavailable
 from skillsvc.intake import UrlPolicy
 from skillsvc.loops import run_forever
 from skillsvc.metrics import (
+    BLOB_STORE_UP,
     DB_POOL_IN_USE,
     DB_POOL_MAX,
     DB_POOL_SIZE,
@@ -72,6 +73,11 @@ LIVENESS_SERVICE_NAME = "liveness"
 """A health service name that is SERVING from start-up until shutdown begins, whatever
 the database does: for liveness probes, which must not restart a process because its
 database is away (readiness, service "", follows the database and the store)."""
+BLOB_STORE_HEALTH_NAME = "blob-store"
+"""A health service name that is SERVING while the blob store (``SKILLSVC_BLOB_STORE``)
+answers. Readiness (service "") does not follow it: reads of installed packages go on
+without the bucket, so a load balancer must not take every replica out when it is
+down; installs and downloads fail UNAVAILABLE meanwhile."""
 # Callable without a token (SPEC §7): probes and grpcurl's discovery.
 PUBLIC_SERVICES = frozenset({HEALTH_SERVICE_NAME, reflection.SERVICE_NAME})
 
@@ -159,6 +165,8 @@ class App:
     """The embedded PostgreSQL, when no URL was configured."""
     store: Store
     """The file store."""
+    blobs: BlobStore
+    """The blob store: original archives and kept upload bytes."""
     server: grpc.aio.Server
     """The gRPC server."""
     health: health.aio.HealthServicer
@@ -180,6 +188,7 @@ class App:
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _metrics_server: Any = None
     _healthy: bool | None = None
+    _blobs_up: bool | None = None
 
     @property
     def address(self) -> str:
@@ -203,6 +212,7 @@ class App:
         await self.server.start()
         await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.check_health()
+        await self.check_blob_store()
         self._tasks.append(
             asyncio.create_task(
                 run_forever(
@@ -212,6 +222,18 @@ class App:
                     log=logger,
                 ),
                 name="health-probe",
+            )
+        )
+        # Its own loop: a bucket that times out must not slow the readiness probe.
+        self._tasks.append(
+            asyncio.create_task(
+                run_forever(
+                    "blob store probe",
+                    self._probe_blobs,
+                    interval=self.settings.health_interval_seconds,
+                    log=logger,
+                ),
+                name="blob-store-probe",
             )
         )
         logger.info("skillsvc serving on %s", self.address)
@@ -284,6 +306,37 @@ class App:
         DB_POOL_SIZE.set(size)
         DB_POOL_IN_USE.set(size - pool.get_idle_size())
 
+    async def check_blob_store(self) -> bool:
+        """Probe the blob store once; publish ``blob-store`` health and ``skill_blob_store_up``."""
+        try:
+            async with asyncio.timeout(max(5.0, self.settings.health_interval_seconds)):
+                await self.blobs.probe()
+            up, cause = True, ""
+        except (Unavailable, TimeoutError) as exc:
+            up, cause = False, str(exc) or type(exc).__name__
+        except Exception as exc:
+            logger.warning("blob store probe failed unexpectedly", exc_info=exc)
+            up, cause = False, str(exc) or type(exc).__name__
+        if up != self._blobs_up:
+            if up:
+                logger.info("blob store %s answers", self.blobs.location)
+            else:
+                logger.warning(
+                    "blob store down (installs and downloads fail UNAVAILABLE): %s", cause
+                )
+        self._blobs_up = up
+        await self.health.set(
+            BLOB_STORE_HEALTH_NAME,
+            health_pb2.HealthCheckResponse.SERVING
+            if up
+            else health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        BLOB_STORE_UP.set(1 if up else 0)
+        return up
+
+    async def _probe_blobs(self) -> None:
+        await self.check_blob_store()
+
     async def _probe(self) -> None:
         await self.check_health()
         free, total = await asyncio.to_thread(self.store.space)
@@ -319,6 +372,7 @@ class App:
             ("the LISTEN connection", self.listener.stop),
             ("the metrics endpoint", self._stop_metrics),
             ("the connection pool", self.db.close),
+            ("the blob store", self.blobs.close),
         ):
             try:
                 await step()
@@ -426,6 +480,7 @@ async def build_server(
         ) from exc
     store = Store(settings.store_root)
     await asyncio.to_thread(store.init)
+    blobs = open_blob_store(settings.blob_store or "", store.root, settings.blob_store_options)
     db, embedded = await open_database(settings, run_migrations=run_migrations)
     try:
         cache = ReadCache(settings.read_cache_entries, settings.read_cache_ttl_seconds)
@@ -437,13 +492,9 @@ async def build_server(
             db, max_skills_per_tenant=settings.max_skills_per_tenant, cache=cache
         )
         hub = ProgressHub()
-        installer = Installer(db, store, definitions, installer_settings(settings))
+        installer = Installer(db, store, definitions, installer_settings(settings), blobs=blobs)
         materialiser = Materialiser(
-            db,
-            store,
-            LocalBlobs(settings.store_root),
-            installer_settings(settings).limits,
-            installer.instance_id,
+            db, store, blobs, installer_settings(settings).limits, installer.instance_id
         )
 
         def reconnected() -> None:
@@ -480,8 +531,15 @@ async def build_server(
             SkillService(
                 definitions,
                 installer,
-                Catalog(db, store, definitions, hub),
-                Lifecycle(db, store, definitions, installer.instance_id, materialiser),
+                Catalog(db, store, definitions, hub, blobs=blobs),
+                Lifecycle(
+                    db,
+                    store,
+                    definitions,
+                    installer.instance_id,
+                    blobs=blobs,
+                    materialiser=materialiser,
+                ),
             ),
             server,
         )
@@ -512,6 +570,7 @@ async def build_server(
         db=db,
         embedded=embedded,
         store=store,
+        blobs=blobs,
         server=server,
         health=health_servicer,
         port=port,

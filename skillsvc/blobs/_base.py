@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
@@ -80,11 +80,13 @@ class BlobStore(Protocol):
     shared: bool
     """True when other hosts see the same objects (a bucket); False for local blobs."""
 
-    async def put(self, kind: Kind, sha256: str, source: Path) -> None:
+    async def put(self, kind: Kind, sha256: str, source: Path, *, move: bool = False) -> None:
         """Store ``source`` (whose SHA-256 the caller computed) as ``kind``/``sha256``.
 
         Idempotent; memory stays bounded whatever the size; returns once the object is
-        durable and checked. ``source`` is left in place (the caller removes it).
+        durable and checked. ``source`` is left in place (the caller removes it) unless
+        ``move``: then the caller gives it up, and a store on its filesystem may rename
+        it (no new inode or link on a full disk) rather than link or copy it.
         """
         ...
 
@@ -94,7 +96,7 @@ class BlobStore(Protocol):
 
     def stream(
         self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The object's bytes in pieces; ``DataLoss`` at the end if they hash wrong."""
         ...
 

@@ -18,7 +18,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -74,13 +74,15 @@ class LocalBlobs:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def put(self, kind: Kind, sha256: str, source: Path) -> None:
-        await asyncio.to_thread(self._put, kind, sha256, source)
+    async def put(self, kind: Kind, sha256: str, source: Path, *, move: bool = False) -> None:
+        await asyncio.to_thread(self._put, kind, sha256, source, move)
 
-    def _put(self, kind: Kind, sha256: str, source: Path) -> None:
+    def _put(self, kind: Kind, sha256: str, source: Path, move: bool) -> None:
         target = self.path(kind, sha256)
         with _os_errors("store the archive", "put"):
             if stat.S_ISREG(_lstat_mode(target)):
+                if move:
+                    os.unlink(source)
                 return  # same digest, same bytes: whoever put it there made it durable
             target.parent.mkdir(parents=True, exist_ok=True)
             # The bytes are flushed before their name appears (a crash cannot leave a
@@ -92,7 +94,10 @@ class LocalBlobs:
             finally:
                 os.close(fd)
             try:
-                os.link(source, target)
+                if move:
+                    os.rename(source, target)
+                else:
+                    os.link(source, target)
             except FileExistsError:
                 return
             except OSError as exc:
@@ -176,7 +181,7 @@ class LocalBlobs:
 
     async def stream(
         self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         source = self.path(kind, sha256)
         try:
             fd = await asyncio.to_thread(

@@ -41,7 +41,8 @@ import contextlib
 import datetime
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+import re
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
@@ -101,12 +102,28 @@ def _bucket_errors(action: str, op: str, where: str) -> Iterator[None]:
         yield
     except (FileNotFoundError, SkillsvcError):
         raise
-    except (PermissionDeniedError, UnauthenticatedError) as exc:
-        count(op, "unavailable")
-        raise unavailable(action, f"access denied ({_first_line(exc)})", where) from exc
     except (BaseError, OSError, TimeoutError) as exc:
         count(op, "unavailable")
-        raise unavailable(action, _first_line(exc), where) from exc
+        raise unavailable(action, _describe(exc), where) from exc
+
+
+_HTTP_STATUS: Final = re.compile(r"status code: (\d{3})[ A-Za-z]*")
+_S3_CODE: Final = re.compile(r"<Code>([A-Za-z]+)</Code>")
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free account of a client error: the HTTP status and S3 error
+    code when the bucket answered, else the first line (a connection error...)."""
+    text = str(exc)
+    status, code = _HTTP_STATUS.search(text), _S3_CODE.search(text)
+    denied = isinstance(exc, PermissionDeniedError | UnauthenticatedError) or (
+        status is not None and status[1] in ("401", "403")
+    )
+    if status is not None:
+        detail = status[0].removeprefix("status code: ").strip()
+        detail += f" ({code[1]})" if code else ""
+        return f"access denied: {detail}" if denied else detail
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -160,7 +177,7 @@ class S3Blobs:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def put(self, kind: Kind, sha256: str, source: Path) -> None:
+    async def put(self, kind: Kind, sha256: str, source: Path, *, move: bool = False) -> None:
         key = self.key(kind, sha256)
         with _os_errors("read the archive to upload"):
             expected = (await asyncio.to_thread(os.stat, source)).st_size
@@ -242,7 +259,7 @@ class S3Blobs:
 
     async def stream(
         self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         result = await self._open(kind, sha256, "stream")
         digest = hashlib.sha256()
         pieces = result.stream(min_chunk_size=chunk_bytes)

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from skillsvc.blobs import Kind
 from skillsvc.core.install_base import PROGRESS_INTERVAL_SECONDS, Job, uncancellable
 from skillsvc.core.install_requests import InstallRequest, check_request
 from skillsvc.core.models import (
@@ -176,7 +177,7 @@ class Acceptance(Pipeline):
                 enter_stage(Stage.QUEUED, "queued")
             elif kept is not None:
                 archive = work / "archive"
-                if not await asyncio.to_thread(self._store.link_archive, kept.sha256, archive):
+                if not await self._fetch_kept(kept.sha256, archive):
                     raise FailedPrecondition(
                         "the uploaded bytes of the failed attempt are no longer kept; "
                         "install again with a new upload",
@@ -291,3 +292,15 @@ class Acceptance(Pipeline):
                         op.operation_id, OperationChanges(bytes_done=spooler.bytes_done)
                     )
             return await spooler.finish()
+
+    async def _fetch_kept(self, sha256: str, dest: Path) -> bool:
+        """Fetch a retry's bytes (kept, or an installed package's archive) to ``dest``,
+        checked against their digest; False when neither is stored any more."""
+        kinds: tuple[Kind, ...] = ("kept", "archive")  # kept: what a failed upload left
+        for kind in kinds:
+            try:
+                await self._blobs.fetch(kind, sha256, dest)
+            except NotFound:
+                continue
+            return True
+        return False

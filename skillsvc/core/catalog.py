@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Final, TypeVar
 
+from skillsvc.blobs import BlobStore, LocalBlobs
 from skillsvc.core.definitions import Definitions, check_skill_id
 from skillsvc.core.models import Caller, Change, Operation, Package, PackageState
 from skillsvc.core.naming import is_valid_semver
@@ -36,10 +36,17 @@ class Catalog:
     """The read use cases of operations and packages."""
 
     def __init__(
-        self, db: Database, store: Store, definitions: Definitions, hub: ProgressHub
+        self,
+        db: Database,
+        store: Store,
+        definitions: Definitions,
+        hub: ProgressHub,
+        *,
+        blobs: BlobStore | None = None,
     ) -> None:
         self._db = db
         self._store = store
+        self._blobs: BlobStore = blobs if blobs is not None else LocalBlobs(store.root)
         self._definitions = definitions
         self._hub = hub
 
@@ -141,14 +148,19 @@ class Catalog:
                 f"package {skill_id} {package.version} is {package.state.value}, not READY",
                 reason="PACKAGE_NOT_READY",
             )
-        blob = await asyncio.to_thread(self._store.open_blob, package.sha256)
+        pieces = self._blobs.stream("archive", package.sha256, DOWNLOAD_CHUNK_BYTES)
+        # The first piece is read here, so a missing archive or a blob store that does
+        # not answer fails the call before its first message (NOT_FOUND, UNAVAILABLE).
+        first = await anext(pieces, b"")
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                while chunk := await asyncio.to_thread(blob.read, DOWNLOAD_CHUNK_BYTES):
+                if first:
+                    yield first
+                async for chunk in pieces:
                     yield chunk
             finally:
-                blob.close()
+                await pieces.aclose()
 
         return package, chunks()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from skillsvc.blobs import BlobStore, LocalBlobs
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.install_requests import InstallerSettings, InstallRequest
 from skillsvc.core.models import (
@@ -151,9 +152,12 @@ class InstallerBase:
         settings: InstallerSettings,
         *,
         instance_id: str | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self._db = db
         self._store = store
+        # Original archives and kept upload bytes: local blobs/ unless a bucket is set.
+        self._blobs: BlobStore = blobs if blobs is not None else LocalBlobs(store.root)
         self._definitions = definitions
         self._settings = settings
         self.instance_id = instance_id or uuid.uuid4().hex

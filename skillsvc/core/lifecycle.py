@@ -21,6 +21,7 @@ import logging
 import uuid
 from pathlib import Path
 
+from skillsvc.blobs import UNAVAILABLE_REASON, BlobStore, LocalBlobs
 from skillsvc.core.definitions import Definitions, check_skill_id
 from skillsvc.core.materialise import Materialiser
 from skillsvc.core.models import (
@@ -34,7 +35,7 @@ from skillsvc.core.models import (
 )
 from skillsvc.core.naming import is_valid_semver
 from skillsvc.db import Database, NewOperation, Repository
-from skillsvc.errors import FailedPrecondition, InvalidArgument, NotFound
+from skillsvc.errors import FailedPrecondition, InvalidArgument, NotFound, SkillsvcError
 from skillsvc.metrics import STORAGE_BYTES
 from skillsvc.store import Store
 
@@ -80,10 +81,13 @@ class Lifecycle:
         store: Store,
         definitions: Definitions,
         instance_id: str,
+        *,
+        blobs: BlobStore | None = None,
         materialiser: Materialiser | None = None,
     ) -> None:
         self._db = db
         self._store = store
+        self._blobs: BlobStore = blobs if blobs is not None else LocalBlobs(store.root)
         self._definitions = definitions
         self._instance_id = instance_id
         self._materialiser = materialiser
@@ -254,10 +258,18 @@ class Lifecycle:
 
         Another package may share it (the same bytes under another skill). The digest
         lock orders this against an install committing the same bytes, which takes it
-        too.
+        too. The deletion has committed by now: should the blob store not answer, the
+        archive is left for gc (which reaps archives no package owns) and the caller
+        still succeeds.
         """
-        async with self._db.transaction() as tx:
-            await tx.lock_blob(sha256)
-            if not await tx.blob_in_use(sha256):
-                await asyncio.to_thread(self._store.remove_blob, sha256)
-                STORAGE_BYTES.dec(size)
+        try:
+            async with self._db.transaction() as tx:
+                await tx.lock_blob(sha256)
+                if not await tx.blob_in_use(sha256):
+                    await self._blobs.delete("archive", sha256)
+                    if not self._blobs.shared:
+                        STORAGE_BYTES.dec(size)
+        except SkillsvcError as exc:
+            if exc.reason != UNAVAILABLE_REASON:
+                raise
+            logger.warning("left the archive %s to gc: %s", sha256, exc.message)

@@ -13,10 +13,11 @@ import logging
 import uuid
 from typing import Any
 
+from skillsvc.blobs import BlobStore, LocalBlobs
 from skillsvc.core.models import OperationType
 from skillsvc.db import Database
 from skillsvc.db._maintenance import Maintenance, ReadyPackage
-from skillsvc.errors import NotFound
+from skillsvc.errors import DataLoss, NotFound, Unavailable
 from skillsvc.store import Store
 from skillsvc.validation import Limits, validate_archive
 
@@ -26,16 +27,27 @@ DAY_SECONDS = 24 * 3600.0
 MAINTENANCE_INSTANCE = "fsck"
 
 
-async def _repair_tree(db: Database, store: Store, package: ReadyPackage, limits: Limits) -> str:
-    """Restore a damaged tree from its archive, or mark the package FAILED."""
+async def _repair_tree(
+    db: Database, store: Store, blobs: BlobStore, package: ReadyPackage, limits: Limits
+) -> str:
+    """Restore a damaged tree from its archive, or mark the package FAILED.
+
+    The archive is the one copy of the package's bytes: when the blob store has lost
+    or damaged it, nothing here can recreate it (restore it from a backup).
+    """
     maintenance = Maintenance(db.pool)
     work = await asyncio.to_thread(store.new_work_dir, MAINTENANCE_INSTANCE, uuid.uuid4().hex)
     try:
-        intact = await asyncio.to_thread(store.blob_intact, package.sha256)
+        archive = work / "archive"
+        try:
+            await blobs.fetch("archive", package.sha256, archive)
+            intact = True
+        except (NotFound, DataLoss):
+            intact = False
         if intact:
             report = await asyncio.to_thread(
                 validate_archive,
-                store.blob_path(package.sha256),
+                archive,
                 work / "tree",
                 dataclasses.replace(
                     limits, max_package_bytes=max(limits.max_package_bytes, package.size_bytes)
@@ -44,42 +56,54 @@ async def _repair_tree(db: Database, store: Store, package: ReadyPackage, limits
             )
             extracted = sorted((f.path, f.size, f.sha256) for f in report.files)
             if report.valid and extracted == sorted(package.files):
-                linked = await asyncio.to_thread(
-                    store.link_archive, package.sha256, work / "archive"
-                )
-                if linked:
-                    async with db.transaction() as tx:
-                        await tx.lock_skill(package.skill_id)
-                        await asyncio.to_thread(
-                            store.commit_package,
-                            work / "tree",
-                            work / "archive",
-                            package.skill_id,
-                            package.version,
-                            package.sha256,
-                        )
-                    return "restored from its archive"
+                async with db.transaction() as tx:
+                    await tx.lock_skill(package.skill_id)
+                    await asyncio.to_thread(
+                        store.commit_package, work / "tree", package.skill_id, package.version
+                    )
+                return "restored from its archive"
         currents = await maintenance.current_versions()
         if currents.get(package.skill_id) == package.version:
-            return "NOT repaired: it is the current version and its archive is damaged; roll back"
+            return (
+                "NOT repaired: it is the current version and its archive is missing or "
+                "damaged (fsck cannot recreate the bytes; restore them from a backup or roll back)"
+            )
         await maintenance.mark_failed(package.skill_id, package.version)
-        return "marked FAILED: its archive is missing or damaged"
+        return (
+            "marked FAILED: its archive is missing or damaged "
+            "(fsck cannot recreate the bytes; restore them from a backup)"
+        )
     finally:
         await asyncio.to_thread(store.make_writable_and_remove, work)
 
 
 async def fsck(
-    db: Database, store: Store, *, repair: bool, limits: Limits, stale_after: float
+    db: Database,
+    store: Store,
+    *,
+    repair: bool,
+    limits: Limits,
+    stale_after: float,
+    blobs: BlobStore | None = None,
 ) -> dict[str, Any]:
-    """Check every READY package against its recorded digests; report (and fix) the rest."""
+    """Check every READY package against its recorded digests; report (and fix) the rest.
+
+    Each package's tree is checked file by file, and its archive in the blob store
+    (local ``blobs/`` or the bucket) is read whole and hashed.
+    """
+    blobs = blobs if blobs is not None else LocalBlobs(store.root)
     maintenance = Maintenance(db.pool)
     damaged: list[dict[str, Any]] = []
     for package in await maintenance.ready_packages():
         problems = await asyncio.to_thread(
             store.verify_tree, package.skill_id, package.version, package.files
         )
-        if not await asyncio.to_thread(store.blob_intact, package.sha256):
-            problems.append(f"archive blobs/sha256/{package.sha256} is missing or damaged")
+        if not await blobs.intact("archive", package.sha256):
+            how = "damaged" if await blobs.exists("archive", package.sha256) else "missing"
+            problems.append(
+                f"archive blobs/sha256/{package.sha256} is {how} in the blob store "
+                f"({blobs.location})"
+            )
         if problems:
             entry: dict[str, Any] = {
                 "skill_id": package.skill_id,
@@ -87,7 +111,7 @@ async def fsck(
                 "problems": problems,
             }
             if repair:
-                entry["repair"] = await _repair_tree(db, store, package, limits)
+                entry["repair"] = await _repair_tree(db, store, blobs, package, limits)
             damaged.append(entry)
 
     states = await maintenance.package_states()
@@ -108,7 +132,7 @@ async def fsck(
     live = await maintenance.live_instances(stale_after)
     orphan_staging = [i for i in await asyncio.to_thread(store.staging_instances) if i not in live]
     in_use = await maintenance.blobs_in_use()
-    orphan_blobs = [d for d in await asyncio.to_thread(store.blob_digests) if d not in in_use]
+    orphan_blobs = [d for d in await blobs.digests("archive") if d not in in_use]
 
     if repair:
         for link in links:
@@ -145,9 +169,21 @@ async def fsck(
 
 
 async def gc(
-    db: Database, store: Store, *, older_than: float, dry_run: bool, stale_after: float
+    db: Database,
+    store: Store,
+    *,
+    older_than: float,
+    dry_run: bool,
+    stale_after: float,
+    blobs: BlobStore | None = None,
 ) -> dict[str, Any]:
-    """Remove what failures and crashes left behind, past the retention."""
+    """Remove what failures and crashes left behind, past the retention.
+
+    In the blob store: kept bytes nobody may retry any more, and archives no package
+    owns (an install whose READY never committed, a deletion whose blob store did not
+    answer).
+    """
+    blobs = blobs if blobs is not None else LocalBlobs(store.root)
     maintenance = Maintenance(db.pool)
     operations = await maintenance.expired_failed_operations(older_than)
     packages = await maintenance.expired_failed_packages(older_than)
@@ -169,24 +205,24 @@ async def gc(
     kept_in_use = await maintenance.kept_in_use(older_than)
     if dry_run:
         kept_in_use -= {digest for _, _, digest in operations}
-    for digest in await asyncio.to_thread(store.kept_digests):
+    for digest in await blobs.digests("kept"):
         if digest not in kept_in_use:
-            size = (await asyncio.to_thread(store.kept_path(digest).stat)).st_size
+            size = await blobs.size("kept", digest) or 0
             if not dry_run:
-                await asyncio.to_thread(store.remove_kept, digest)
+                await blobs.delete("kept", digest)
             freed_blobs.append({"sha256": digest, "bytes": size, "kind": "kept"})
     # Archives of installed packages whose packages are gone.
     in_use = await maintenance.blobs_in_use()
-    for digest in await asyncio.to_thread(store.blob_digests):
+    for digest in await blobs.digests("archive"):
         if digest in in_use:
             continue
-        size = (await asyncio.to_thread(store.blob_path(digest).stat)).st_size
+        size = await blobs.size("archive", digest) or 0
         if not dry_run:
             async with db.transaction() as tx:
                 await tx.lock_blob(digest)
                 if await tx.blob_in_use(digest):
                     continue
-                await asyncio.to_thread(store.remove_blob, digest)
+                await blobs.delete("archive", digest)
         freed_blobs.append({"sha256": digest, "bytes": size, "kind": "blob"})
     return {
         "dry_run": dry_run,
@@ -211,8 +247,21 @@ async def history(db: Database, skill_id: str, limit: int) -> list[dict[str, Any
     return rows
 
 
-async def status(db: Database, store: Store, *, window: float = DAY_SECONDS) -> dict[str, Any]:
-    """Success rate, mean install time, recent failures and storage per skill."""
+async def blob_store_status(blobs: BlobStore) -> dict[str, Any]:
+    """Where the blob store is and whether it answers (its probe's error if not)."""
+    try:
+        await blobs.probe()
+        error = None
+    except Unavailable as exc:
+        error = exc.message
+    return {"location": blobs.location, "shared": blobs.shared, "up": error is None, "error": error}
+
+
+async def status(
+    db: Database, store: Store, *, window: float = DAY_SECONDS, blobs: BlobStore | None = None
+) -> dict[str, Any]:
+    """Success rate, mean install time, recent failures, storage per skill, blob store."""
+    blobs = blobs if blobs is not None else LocalBlobs(store.root)
     maintenance = Maintenance(db.pool)
     stats = await maintenance.install_stats(window)
     finished = stats["succeeded"] + stats["failed"]
@@ -223,5 +272,6 @@ async def status(db: Database, store: Store, *, window: float = DAY_SECONDS) -> 
         "recent_failures": await maintenance.recent_failures(window, 10),
         "storage": await maintenance.storage_per_skill(),
         "store_bytes": await asyncio.to_thread(store.usage_bytes),
+        "blob_store": await blob_store_status(blobs),
         "operation_types": [t.value for t in OperationType],
     }

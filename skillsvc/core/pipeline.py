@@ -237,17 +237,19 @@ class Pipeline(Recovery):
         ]
         manifest = report_details(report)["validation_report"]["manifest"]
         manifest["version"] = version  # an assigned version is the package's too
+        # The archive goes to the blob store first (a bucket upload takes a while; no
+        # lock is held). Should READY never commit, recovery turns the unowned object
+        # back into kept bytes (Recovery._release) and gc reaps what is left.
+        await self._blobs.put("archive", spooled.sha256, spooled.path)
         async with self._db.transaction() as tx:
             # The blob's lock is held until READY commits, so a deletion cannot drop an
             # archive this install found in the store and reused.
             await tx.lock_skill_and_blob(op.skill_id, spooled.sha256)
+            if not await self._blobs.exists("archive", spooled.sha256):
+                # gc or a deletion dropped it between the upload and the lock.
+                await self._blobs.put("archive", spooled.sha256, spooled.path)
             final = await asyncio.to_thread(
-                self._store.commit_package,
-                work / "tree",
-                spooled.path,
-                req.skill_id,
-                version,
-                spooled.sha256,
+                self._store.commit_package, work / "tree", req.skill_id, version
             )
             # Tree and archive were moved out; only the empty work directory is left.
             await asyncio.to_thread(self._store.make_writable_and_remove, work)
@@ -430,13 +432,12 @@ class Pipeline(Recovery):
             # Keep the uploaded bytes for a retry; garbage collection drops them
             # after SKILLSVC_FAILED_RETENTION.
             try:
-                await asyncio.to_thread(self._store.keep_archive, archive, sha256)
+                await self._blobs.put("kept", sha256, archive, move=True)
             except SkillsvcError as keep_error:
                 logger.warning(
                     "could not keep the bytes of %s: %s", op.operation_id, keep_error.message
                 )
-        kept_now = bool(sha256) and await asyncio.to_thread(is_file, self._store.kept_path(sha256))
-        if kept_now:
+        if sha256 and await self._kept_now(sha256):
             kept = sha256
         if work != Path():
             await asyncio.to_thread(self._store.make_writable_and_remove, work)
@@ -462,3 +463,11 @@ class Pipeline(Recovery):
             await self._settle(failure)
             del self._unsettled[operation_id]
             logger.info("recorded the failure of %s after the database returned", operation_id)
+
+    async def _kept_now(self, sha256: str) -> bool:
+        """Whether bytes with this digest are kept (False when the store cannot say)."""
+        try:
+            return await self._blobs.exists("kept", sha256)
+        except SkillsvcError as exc:
+            logger.warning("could not check the kept bytes %s: %s", sha256, exc.message)
+            return False

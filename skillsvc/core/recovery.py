@@ -6,12 +6,14 @@ import asyncio
 import logging
 import os
 
+from skillsvc.blobs import UNAVAILABLE_REASON
 from skillsvc.core.install_base import InstallerBase, is_file
 from skillsvc.core.models import (
     Operation,
     PackageState,
     SourceType,
 )
+from skillsvc.errors import SkillsvcError
 from skillsvc.metrics import STORAGE_BYTES
 
 # One logger for every part of the installer, as when it was one module.
@@ -80,7 +82,14 @@ class Recovery(InstallerBase):
             return
         archive = self._store.staging / op.owner / op.operation_id / "archive"
         if await asyncio.to_thread(is_file, archive):
-            await asyncio.to_thread(self._store.keep_archive, archive, op.archive_sha256)
+            try:
+                await self._blobs.put("kept", op.archive_sha256, archive, move=True)
+            except SkillsvcError as exc:
+                if exc.reason != UNAVAILABLE_REASON:
+                    raise
+                # Recovery must not wait for a bucket (a start-up would hang on it):
+                # this retry needs a new upload, as after the retention.
+                logger.warning("could not keep the bytes of %s: %s", op.operation_id, exc.message)
 
     async def _settle_stashes(self, instance_id: str) -> None:
         """Finish or undo deletions a dead process left half-done.
@@ -105,6 +114,11 @@ class Recovery(InstallerBase):
         self, skill_id: str, version: str, operation_id: str, archive_sha256: str = ""
     ) -> None:
         """Give up an operation's claim on its version; remove what it left unrecorded."""
+        await self._release_version(skill_id, version, operation_id)
+        if archive_sha256:
+            await self._unadopt(archive_sha256)
+
+    async def _release_version(self, skill_id: str, version: str, operation_id: str) -> None:
         async with self._db.transaction() as tx:
             await tx.lock_skill(skill_id)
             package = await tx.get_package_for_update(skill_id, version)
@@ -125,12 +139,25 @@ class Recovery(InstallerBase):
                     await asyncio.to_thread(self._store.deactivate, skill_id)
                 else:
                     await asyncio.to_thread(self._store.activate, skill_id, current)
-            if archive_sha256:
-                # ... and an archive adopted as a blob that no package owns: it goes
-                # back to the kept bytes, for Retry (gc drops it after retention).
-                await tx.lock_blob(archive_sha256)
-                if not await tx.blob_in_use(archive_sha256):
-                    await asyncio.to_thread(self._store.unadopt_blob, archive_sha256)
+
+    async def _unadopt(self, sha256: str) -> None:
+        """An archive stored for a READY that never committed, which no package owns,
+        goes back to the kept bytes, for Retry (gc drops it after the retention).
+
+        Separate from the version's release: whoever else took the version over (or a
+        READY row of the same bytes) decides under the blob's lock, and a blob store
+        that does not answer only delays this (gc reaps unowned archives), never the
+        recording of the failure.
+        """
+        try:
+            async with self._db.transaction() as tx:
+                await tx.lock_blob(sha256)
+                if not await tx.blob_in_use(sha256):
+                    await self._blobs.move(sha256, "archive", "kept")
+        except SkillsvcError as exc:
+            if exc.reason not in (UNAVAILABLE_REASON, "STORE_UNAVAILABLE", "STORE_FULL"):
+                raise
+            logger.warning("left the unowned archive %s to gc: %s", sha256, exc.message)
 
     async def _update_storage_metric(self) -> None:
         STORAGE_BYTES.set(await asyncio.to_thread(self._store.usage_bytes))

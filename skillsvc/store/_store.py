@@ -1,5 +1,9 @@
 """The :class:`Store`: layout, path safety, atomic commit, the current link, removal.
 
+The store is about extracted packages; original archives and kept upload bytes are
+the blob store's (:mod:`skillsvc.blobs`: ``blobs/`` and ``kept/`` here by default, or a
+bucket), so this module only creates those directories and counts their size.
+
 Every method blocks (renames, fsyncs, hashing) and is meant to be called from a worker
 thread (``asyncio.to_thread``). Failures of the filesystem become domain errors here:
 a full disk is ``ResourceExhausted`` (reason ``STORE_FULL``), anything else the
@@ -7,10 +11,10 @@ store cannot do is ``Unavailable`` (reason ``STORE_UNAVAILABLE``).
 
 How a package becomes visible (SPEC §5, STYLE rule 7): the caller extracts it into a
 work directory under ``staging/<instance_id>/``; :meth:`Store.commit_package` makes
-the tree read-only, flushes it to disk, then ``rename``\\s the archive into
-``blobs/sha256/`` and the tree into ``packages/<skill>/<version>/`` and fsyncs the
-directories that changed. A rename within one filesystem is atomic, so a final path
-either does not exist or holds a complete tree. Removal runs the other way: rename out
+the tree read-only, flushes it to disk, then ``rename``\\s it into
+``packages/<skill>/<version>/`` and fsyncs the directories that changed. A rename
+within one filesystem is atomic, so a final path either does not exist or holds a
+complete tree. Removal runs the other way: rename out
 of ``packages/`` into ``staging/.trash/`` (the version is gone at that instant), then
 delete at leisure.
 """
@@ -25,7 +29,7 @@ import stat
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
 from skillsvc.core.naming import SKILL_NAME_RULE, is_valid_semver, is_valid_skill_name
 from skillsvc.errors import (
@@ -40,7 +44,6 @@ from skillsvc.errors import (
 from skillsvc.store import _fsops
 from skillsvc.store._verify import verify_tree
 
-_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 # Instance ids and work directory names: one path component that cannot be "." or
 # "..", cannot hide (a leading "." is reserved for the store's own entries such as
 # ".trash" and ".probe-*") and fits comfortably in NAME_MAX.
@@ -61,7 +64,6 @@ _FILE_MODE: Final = 0o444
 _EXEC_FILE_MODE: Final = 0o555
 _DIR_MODE: Final = 0o555
 _PRIVATE_DIR_MODE: Final = 0o700
-_BLOB_MODE: Final = 0o444
 
 
 def store_error(exc: OSError, action: str) -> SkillsvcError:
@@ -281,12 +283,6 @@ class Store:
         """``packages/<skill_id>/current`` (a symlink to the current version, if any)."""
         return self.skill_dir(skill_id) / CURRENT
 
-    def blob_path(self, sha256: str) -> Path:
-        """``blobs/sha256/<sha256>``; ``sha256`` must be 64 lower-case hex digits."""
-        if not _SHA256_HEX.fullmatch(sha256):
-            raise InvalidArgument.field("sha256", "must be 64 lower-case hexadecimal digits")
-        return self._confined(self.blobs / sha256, self.blobs, "sha256")
-
     def _staged(self, path: Path, field: str, *, directory: bool) -> Path:
         """``path`` resolved, after checking it is a directory (or regular file) of its
         own, not a link, strictly inside staging."""
@@ -306,36 +302,26 @@ class Store:
 
     # -- commit ------------------------------------------------------------------------
 
-    def commit_package(
-        self, tree: Path, archive: Path, skill_id: str, version: str, sha256: str
-    ) -> Path:
-        """Move a fully written package into place; returns its version directory.
+    def commit_package(self, tree: Path, skill_id: str, version: str) -> Path:
+        """Move a fully written package tree into place; returns its version directory.
 
-        ``tree`` (a directory) and ``archive`` (the original archive, whose SHA-256 is
-        ``sha256`` as computed while receiving it) must both be inside staging and are
-        consumed. The tree is made read-only (files 0o444, or 0o555 when any execute
-        bit was set; directories 0o555) and durable before anything is renamed. An
-        existing blob with the same digest is kept and the staged archive dropped. A
-        version directory already at the final path (left by a crash after the rename
-        but before the database recorded the version as ready) is replaced.
+        ``tree`` (a directory inside staging) is consumed. It is made read-only (files
+        0o444, or 0o555 when any execute bit was set; directories 0o555) and durable
+        before it is renamed. A version directory already at the final path (left by a
+        crash after the rename but before the database recorded the version as ready)
+        is replaced. The original archive is the blob store's
+        (:mod:`skillsvc.blobs`), stored before this is called.
 
         Only regular files and directories are accepted in the tree.
         """
         target = self.version_dir(skill_id, version)
         skill_dir = target.parent
-        blob = self.blob_path(sha256)
         tree = self._staged(tree, "tree", directory=True)
-        archive = self._staged(archive, "archive", directory=False)
-        if archive.is_relative_to(tree):
-            raise InvalidArgument.field("archive", "must not be inside the tree")
 
         with _os_errors("commit the package"):
             _seal_tree(tree)
             # Modes are set before the flush so they are as durable as the data.
-            os.chmod(archive, _BLOB_MODE)
-            _fsops.make_durable(tree, archive, use_syncfs=self.use_syncfs)
-
-            self._adopt_blob(archive, blob)
+            _fsops.make_durable(tree, use_syncfs=self.use_syncfs)
 
             if _ensure_dir(skill_dir):
                 _fsops.fsync_path(self.packages)
@@ -392,117 +378,11 @@ class Store:
             locks.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         return locks / skill_id
 
-    def _adopt_blob(self, archive: Path, blob: Path) -> None:
-        if stat.S_ISREG(_lstat_mode(blob)):
-            # Same digest, same bytes: whoever put it there made it durable.
-            os.unlink(archive)
-        else:
-            os.rename(archive, blob)
-            _fsops.fsync_path(self.blobs)
-
-    def kept_path(self, sha256: str) -> Path:
-        """``kept/sha256/<hex>``: the kept bytes of a failed upload."""
-        if not _SHA256_HEX.fullmatch(sha256):
-            raise InvalidArgument.field("sha256", "must be 64 lower-case hex digits")
-        return self.kept / sha256
-
-    def keep_archive(self, archive: Path, sha256: str) -> None:
-        """Move a staged, already flushed archive to ``kept/sha256/<hex>``.
-
-        The bytes of failed uploads live there, apart from the archives of installed
-        packages (a failed install leaves no blob), so that a retry needs no new
-        upload; gc removes them after the retention period.
-        """
-        kept = self.kept_path(sha256)
-        archive = self._staged(archive, "archive", directory=False)
-        with _os_errors("keep the archive"):
-            self.kept.mkdir(parents=True, exist_ok=True)
-            os.chmod(archive, _BLOB_MODE)
-            if stat.S_ISREG(_lstat_mode(kept)):
-                os.unlink(archive)
-            else:
-                os.rename(archive, kept)
-                _fsops.fsync_path(self.kept)
-
-    def unadopt_blob(self, sha256: str) -> None:
-        """Move ``blobs/sha256/<hex>`` back to the kept bytes (no package owns it).
-
-        For a commit cut off between adopting the archive and recording the package:
-        the bytes stay available to Retry, and gc drops them after the retention.
-        """
-        blob = self.blob_path(sha256)
-        kept = self.kept_path(sha256)
-        with _os_errors("keep an unowned archive"):
-            if not stat.S_ISREG(_lstat_mode(blob)):
-                return
-            self.kept.mkdir(parents=True, exist_ok=True)
-            if stat.S_ISREG(_lstat_mode(kept)):
-                os.unlink(blob)
-            else:
-                os.rename(blob, kept)
-                _fsops.fsync_path(self.kept)
-            _fsops.fsync_path(self.blobs)
-
     def space(self) -> tuple[int, int]:
         """``(free, total)`` bytes of the store's filesystem (free as a non-root writer sees it)."""
         with _os_errors("measure its filesystem"):
             st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-
-    def link_archive(self, sha256: str, dest: Path) -> bool:
-        """Hard-link stored bytes (kept, or an installed package's) to ``dest`` in staging.
-
-        False when neither has them any more.
-        """
-        if not dest.parent.resolve().is_relative_to(self.staging.resolve()):
-            raise InvalidArgument.field("dest", "must be inside staging")
-        with _os_errors("link the archive"):
-            for source in (self.kept_path(sha256), self.blob_path(sha256)):
-                try:
-                    os.link(source, dest)
-                except FileNotFoundError:
-                    continue
-                return True
-        return False
-
-    def blob_digests(self) -> list[str]:
-        """The digests of every installed package's archive."""
-        return self._digests(self.blobs)
-
-    def kept_digests(self) -> list[str]:
-        """The digests of every failed upload's kept bytes."""
-        return self._digests(self.kept)
-
-    def _digests(self, directory: Path) -> list[str]:
-        with _os_errors("list archives"):
-            try:
-                entries = list(os.scandir(directory))
-            except FileNotFoundError:
-                return []
-        return sorted(e.name for e in entries if _SHA256_HEX.fullmatch(e.name))
-
-    def remove_kept(self, sha256: str) -> None:
-        """Drop a failed upload's kept bytes; missing is fine."""
-        kept = self.kept_path(sha256)
-        with _os_errors("remove kept bytes"):
-            try:
-                os.unlink(kept)
-            except FileNotFoundError:
-                return
-            _fsops.fsync_path(self.kept)
-
-    def blob_intact(self, sha256: str) -> bool:
-        """True when the stored archive exists and still hashes to its name."""
-        blob = self.blob_path(sha256)
-        with _os_errors("check the archive"):
-            try:
-                fd = _fsops.open_no_follow(str(blob))
-            except OSError:  # missing, or a link where the archive should be
-                return False
-            try:
-                return _fsops.sha256_fd(fd) == sha256
-            finally:
-                os.close(fd)
 
     def versions_on_disk(self) -> dict[str, list[str]]:
         """skill → the version directories present under ``packages/`` (links excluded)."""
@@ -698,16 +578,6 @@ class Store:
             _fsops.fsync_path(self.packages)
             _fsops.make_writable_and_remove(trash)
 
-    def remove_blob(self, sha256: str) -> None:
-        """Remove an original archive; missing is fine."""
-        blob = self.blob_path(sha256)
-        with _os_errors("remove the archive"):
-            try:
-                os.unlink(blob)
-            except FileNotFoundError:
-                return
-            _fsops.fsync_path(self.blobs)
-
     # -- reading -----------------------------------------------------------------------
 
     def verify_tree(
@@ -732,19 +602,6 @@ class Store:
             for top in (self.packages, self.blobs.parent, self.kept.parent):
                 total += _regular_bytes(top)
         return total
-
-    def open_blob(self, sha256: str) -> BinaryIO:
-        """Open an original archive for reading; ``NotFound`` if it is not stored."""
-        blob = self.blob_path(sha256)
-        try:
-            fd = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            raise NotFound(
-                f"archive {sha256} is not in the file store", reason="ARCHIVE_MISSING"
-            ) from exc
-        except OSError as exc:
-            raise store_error(exc, "open the archive") from exc
-        return os.fdopen(fd, "rb")
 
 
 def _lstat_mode(path: Path) -> int:

@@ -17,7 +17,6 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from skillsvc.blobs import LocalBlobs
 from skillsvc.core.materialise import Materialiser, Refused
 from skillsvc.server import App, installer_settings
 from skillsvc.v1 import skill_service_pb2
@@ -40,7 +39,7 @@ def _materialiser(app: App, name: str) -> Materialiser:
     return Materialiser(
         app.db,
         app.store,
-        LocalBlobs(app.store.root),
+        app.blobs,
         installer_settings(app.settings).limits,
         name,
     )

@@ -1,4 +1,4 @@
-"""commit_package: where files land, their modes, blobs, leftovers and refusals."""
+"""commit_package: where files land, their modes, leftovers and refusals."""
 
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def test_commit_puts_tree_and_blob_in_place_read_only(
-    store: Store, stage_package: StagePackage
-) -> None:
+def test_commit_puts_the_tree_in_place_read_only(store: Store, stage_package: StagePackage) -> None:
     staged = stage_package()
 
-    final = store.commit_package(staged.tree, staged.archive, "demo", "1.0.0", staged.sha256)
+    final = store.commit_package(staged.tree, "demo", "1.0.0")
 
     assert final == store.packages / "demo" / "1.0.0"
     for rel, data in DEFAULT_FILES.items():
@@ -34,37 +32,18 @@ def test_commit_puts_tree_and_blob_in_place_read_only(
     assert _mode(final / "scripts/run.sh") == 0o555  # the exec bit is kept
     for directory in (final, final / "scripts", final / "docs", final / "docs/guide"):
         assert _mode(directory) == 0o555
-    blob = store.blobs / staged.sha256
-    assert blob == store.root / "blobs" / "sha256" / staged.sha256
-    assert blob.read_bytes() == staged.archive_bytes
-    assert _mode(blob) == 0o444
-    # Both were consumed from staging.
+    # The tree was consumed from staging; the archive is the blob store's business.
     assert not staged.tree.exists()
-    assert not staged.archive.exists()
+    assert list(store.blobs.iterdir()) == []
     assert store.verify_tree("demo", "1.0.0", staged.files) == []
-
-
-def test_commit_reuses_an_existing_blob(store: Store, stage_package: StagePackage) -> None:
-    first = stage_package(archive_bytes=b"same archive")
-    store.commit_package(first.tree, first.archive, "demo", "1.0.0", first.sha256)
-    blob = store.blob_path(first.sha256)
-    inode = os.lstat(blob).st_ino
-
-    second = stage_package(archive_bytes=b"same archive")
-    store.commit_package(second.tree, second.archive, "other", "2.0.0", second.sha256)
-
-    assert os.lstat(blob).st_ino == inode  # the existing blob was kept, not replaced
-    assert blob.read_bytes() == b"same archive"
-    assert not second.archive.exists()
-    assert (store.packages / "other" / "2.0.0" / "SKILL.md").is_file()
 
 
 def test_commit_replaces_a_leftover_version_dir(store: Store, stage_package: StagePackage) -> None:
     leftover = stage_package(files={"SKILL.md": b"old", "stale.txt": b"stale"})
-    store.commit_package(leftover.tree, leftover.archive, "demo", "1.0.0", leftover.sha256)
+    store.commit_package(leftover.tree, "demo", "1.0.0")
     fresh = stage_package(files={"SKILL.md": b"new"})
 
-    final = store.commit_package(fresh.tree, fresh.archive, "demo", "1.0.0", fresh.sha256)
+    final = store.commit_package(fresh.tree, "demo", "1.0.0")
 
     assert (final / "SKILL.md").read_bytes() == b"new"
     assert not (final / "stale.txt").exists()
@@ -87,12 +66,11 @@ def test_commit_without_syncfs_fsyncs_every_file(
     monkeypatch.setattr(os, "fsync", counting_fsync)
     staged = stage_package()
 
-    store.commit_package(staged.tree, staged.archive, "demo", "1.0.0", staged.sha256)
+    store.commit_package(staged.tree, "demo", "1.0.0")
 
-    # Every file and directory of the tree, and the archive, were fsynced in staging.
+    # Every file and directory of the tree was fsynced in staging.
     for rel in ("SKILL.md", "scripts/run.sh", "docs/guide/intro.md", "docs/guide", "."):
         assert str((staged.tree / rel).resolve()) in synced
-    assert str(staged.archive) in synced
     assert store.verify_tree("demo", "1.0.0", staged.files) == []
 
 
@@ -112,36 +90,17 @@ def test_commit_refuses_a_tree_outside_staging(
     (outside / "SKILL.md").write_bytes(b"x")
 
     with pytest.raises(InvalidArgument) as info:
-        store.commit_package(outside, staged.archive, "demo", "1.0.0", staged.sha256)
+        store.commit_package(outside, "demo", "1.0.0")
     assert info.value.violations[0].field == "tree"
     with pytest.raises(InvalidArgument):
-        store.commit_package(store.staging, staged.archive, "demo", "1.0.0", staged.sha256)
+        store.commit_package(store.staging, "demo", "1.0.0")
     # A link in staging to a directory elsewhere is not a tree in staging.
     link = staged.tree.parent / "link"
     link.symlink_to(outside)
     with pytest.raises(InvalidArgument):
-        store.commit_package(link, staged.archive, "demo", "1.0.0", staged.sha256)
+        store.commit_package(link, "demo", "1.0.0")
     assert not (store.packages / "demo").exists()
     assert (outside / "SKILL.md").read_bytes() == b"x"
-
-
-def test_commit_refuses_an_archive_outside_staging_or_inside_the_tree(
-    store: Store, stage_package: StagePackage, tmp_path: Path
-) -> None:
-    staged = stage_package()
-    outside = tmp_path / "archive"
-    outside.write_bytes(staged.archive_bytes)
-
-    with pytest.raises(InvalidArgument) as info:
-        store.commit_package(staged.tree, outside, "demo", "1.0.0", staged.sha256)
-    assert info.value.violations[0].field == "archive"
-    inside = staged.tree / "SKILL.md"
-    with pytest.raises(InvalidArgument):
-        store.commit_package(staged.tree, inside, "demo", "1.0.0", staged.sha256)
-    with pytest.raises(InvalidArgument):
-        store.commit_package(staged.tree, staged.tree.parent / "nope", "demo", "1.0.0", "0" * 64)
-    assert not (store.packages / "demo").exists()
-    assert list(store.blobs.iterdir()) == []
 
 
 def test_commit_refuses_a_tree_with_a_symlink(
@@ -151,9 +110,8 @@ def test_commit_refuses_a_tree_with_a_symlink(
     (staged.tree / "escape").symlink_to(tmp_path)
 
     with pytest.raises(InvalidArgument, match="escape"):
-        store.commit_package(staged.tree, staged.archive, "demo", "1.0.0", staged.sha256)
+        store.commit_package(staged.tree, "demo", "1.0.0")
     assert not (store.packages / "demo" / "1.0.0").exists()
-    assert list(store.blobs.iterdir()) == []
 
 
 def test_commit_refuses_bad_names_before_touching_anything(
@@ -161,11 +119,9 @@ def test_commit_refuses_bad_names_before_touching_anything(
 ) -> None:
     staged = stage_package()
     with pytest.raises(InvalidArgument):
-        store.commit_package(staged.tree, staged.archive, "../x", "1.0.0", staged.sha256)
+        store.commit_package(staged.tree, "../x", "1.0.0")
     with pytest.raises(InvalidArgument):
-        store.commit_package(staged.tree, staged.archive, "demo", "../1.0.0", staged.sha256)
-    with pytest.raises(InvalidArgument):
-        store.commit_package(staged.tree, staged.archive, "demo", "1.0.0", "../" + "0" * 61)
+        store.commit_package(staged.tree, "demo", "../1.0.0")
     assert staged.tree.is_dir()
     assert staged.archive.is_file()
     assert _mode(staged.tree / "SKILL.md") == 0o644  # not sealed either
@@ -184,7 +140,7 @@ def test_a_full_disk_is_resource_exhausted_and_leaves_nothing_final(
 
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(ResourceExhausted) as info:
-        store.commit_package(staged.tree, staged.archive, "demo", "1.0.0", staged.sha256)
+        store.commit_package(staged.tree, "demo", "1.0.0")
     assert info.value.reason == "STORE_FULL"
     assert not (store.packages / "demo" / "1.0.0").exists()
     assert staged.tree.is_dir()  # still in staging, for staging cleanup
@@ -200,7 +156,7 @@ def test_other_os_errors_are_unavailable(
 
     monkeypatch.setattr(os, "rename", fail)
     with pytest.raises(Unavailable) as info:
-        store.commit_package(staged.tree, staged.archive, "demo", "1.0.0", staged.sha256)
+        store.commit_package(staged.tree, "demo", "1.0.0")
     assert info.value.reason == "STORE_UNAVAILABLE"
 
 

@@ -15,7 +15,7 @@ from .conftest import StagePackage
 
 def _commit(store: Store, stage_package: StagePackage, version: str, text: bytes) -> None:
     staged = stage_package(files={"SKILL.md": text}, executable=frozenset())
-    store.commit_package(staged.tree, staged.archive, "demo", version, staged.sha256)
+    store.commit_package(staged.tree, "demo", version)
 
 
 def test_activate_creates_a_relative_link(store: Store, stage_package: StagePackage) -> None:

@@ -1,4 +1,4 @@
-"""Removal of versions, skills, blobs and staging, read-only trees included."""
+"""Removal of versions, skills and staging, read-only trees included."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .conftest import INSTANCE, StagePackage, make_read_only
 
 def _commit(store: Store, stage_package: StagePackage, skill: str, version: str) -> str:
     staged = stage_package(archive_bytes=f"{skill} {version}".encode())
-    store.commit_package(staged.tree, staged.archive, skill, version, staged.sha256)
+    store.commit_package(staged.tree, skill, version)
     return staged.sha256
 
 
@@ -46,7 +46,7 @@ def test_remove_version_refuses_the_current_one(store: Store, stage_package: Sta
 
 
 def test_remove_skill_leaves_nothing(store: Store, stage_package: StagePackage) -> None:
-    digest = _commit(store, stage_package, "demo", "1.0.0")
+    _commit(store, stage_package, "demo", "1.0.0")
     _commit(store, stage_package, "demo", "2.0.0")
     store.activate("demo", "1.0.0")
 
@@ -55,15 +55,6 @@ def test_remove_skill_leaves_nothing(store: Store, stage_package: StagePackage) 
     assert not os.path.lexists(store.skill_dir("demo"))
     assert list(store.trash.iterdir()) == []
     store.remove_skill("demo")  # idempotent
-    # Blobs are separate: the caller decides when an archive is unreferenced.
-    assert store.blob_path(digest).is_file()
-
-
-def test_remove_blob_is_idempotent(store: Store, stage_package: StagePackage) -> None:
-    digest = _commit(store, stage_package, "demo", "1.0.0")
-    store.remove_blob(digest)
-    assert not store.blob_path(digest).exists()
-    store.remove_blob(digest)
 
 
 def test_removal_copes_with_read_only_and_unreadable_dirs(
