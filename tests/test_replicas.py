@@ -21,12 +21,13 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 from tests.helpers import expect_status, reason
 from tests.install.conftest import create_skill, events, install
 from tests.packages import skill_archive
-from tests.processes import Served
+from tests.processes import Served, free_port
 from tests.s3 import SeaweedS3, sigv4_headers
 
 pytestmark = pytest.mark.timeout(240)
@@ -88,6 +89,15 @@ async def _rollback(stub: Stub, target: str) -> resources_pb2.Operation:
     )
 
 
+def _metrics(addr: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://{addr}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def _corrupt_blob(seaweed: SeaweedS3, bucket_url: str, sha256: str) -> None:
     """Overwrite an archive in the bucket with other bytes (same key)."""
     bucket, _, prefix = bucket_url.removeprefix("s3://").partition("/")
@@ -108,7 +118,13 @@ async def test_hosts_follow_each_other_through_the_database_and_the_bucket(
     dirs = {name: tmp_path / name for name in ("a", "b", "c")}
     a = await serve(SKILLSVC_DATA_DIR=str(dirs["a"]), **shared)
     # B runs two workers sharing its store: both hear every change and race to follow.
-    b = await serve(SKILLSVC_DATA_DIR=str(dirs["b"]), SKILLSVC_WORKERS="2", **shared)
+    metrics_b = f"127.0.0.1:{free_port()}"
+    b = await serve(
+        SKILLSVC_DATA_DIR=str(dirs["b"]),
+        SKILLSVC_WORKERS="2",
+        SKILLSVC_METRICS_ADDR=metrics_b,
+        **shared,
+    )
     await asyncio.gather(a.wait_serving(), b.wait_serving())
     async with (
         grpc.aio.insecure_channel(a.address) as chan_a,
@@ -163,6 +179,12 @@ async def test_hosts_follow_each_other_through_the_database_and_the_bucket(
         assert _has("1.2.0")(dirs["b"])()
         assert not (dirs["b"] / "store" / "packages" / SKILL / "2.0.0").exists()
         await _rollback(stub_a, "1.2.0")
+        # Both workers' series, added up by the supervisor's endpoint.
+        scraped = _metrics(metrics_b)
+        assert scraped[("skill_materialisations_total", (("result", "success"),))] >= 3
+        assert scraped[("skill_materialisations_total", (("result", "corrupt"),))] >= 1
+        assert scraped[("skill_materialise_lag_seconds_count", ())] >= 2
+        assert scraped[("skill_materialised_bytes_total", ())] > 0
 
         # -- a deletion on A removes B's files ----------------------------------------
         await stub_a.DeleteSkillDefinition(
