@@ -17,12 +17,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import asyncpg
 import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from skillsvc.server import App
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 from tests.helpers import expect_status, reason
 from tests.install.conftest import create_skill, events, install
@@ -196,3 +198,32 @@ async def test_hosts_follow_each_other_through_the_database_and_the_bucket(
         )
     assert await a.terminate() == 0
     assert await b.terminate() == 0
+
+
+async def test_after_a_lost_notification_the_reconnected_node_catches_up(
+    seaweed: SeaweedS3,
+    s3_bucket: str,
+    make_app: Callable[..., Awaitable[App]],
+    db: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    """In one process (cheaper): two servers with stores of their own on one bucket."""
+    shared = {"blob_store": s3_bucket, "blob_store_options": seaweed.options()}
+    a = await make_app(data_dir=tmp_path / "a", **shared)
+    b = await make_app(data_dir=tmp_path / "b", **shared)
+    async with grpc.aio.insecure_channel(a.address) as chan:
+        stub = Stub(chan)
+        await create_skill(stub, SKILL)
+        for version in ("1.0.0", "1.1.0"):
+            await _install(stub, version)
+            await _poll(_has(version)(b.store.root.parent))
+    # A change whose notification B never hears (triggers off for this one session:
+    # what a NOTIFY sent while B's LISTEN connection was down looks like).
+    async with db.transaction():
+        await db.execute("SET LOCAL session_replication_role = replica")
+        await db.execute("UPDATE skill_definitions SET current_version = '1.0.0'")
+    await asyncio.sleep(0.2)
+    assert _has("1.1.0")(b.store.root.parent)(), "nothing told B yet"
+    # B's LISTEN connection drops and comes back: B reconciles every skill.
+    assert await db.fetchval("SELECT pg_terminate_backend($1)", b.listener.backend_pid)
+    await _poll(_has("1.0.0")(b.store.root.parent), PROPAGATION_BOUND_SECONDS)
