@@ -51,6 +51,16 @@ Scenarios (targets from issue 7):
    CPU is the supervisor's and the workers' together. Target: 2 workers ≥ 1.4x the
    1-worker throughput (the client shares the two cores).
 
+9. **Replica propagation**: two more servers ("hosts") on a database of their own on
+   the same PostgreSQL, each with its own store, sharing an S3 bucket (SeaweedFS, as
+   in the tests; skipped without the test extras). Sequential small installs on
+   replica A; latency = the client's receipt of DONE from A until replica B's
+   ``packages/<skill>/current`` names the new version (B hears the catalog NOTIFY,
+   fetches the archive from the bucket, checks, extracts, verifies and swaps the
+   link; the link is polled every millisecond). Baseline, interleaved per block: the
+   in-process spool + SHA-256 + ``tarfile`` + fsync + rename of scenario 1 on the same
+   archive (what B must do at least, without the network). No target.
+
 Quick mode runs every scenario smaller (200 concurrent installs, 2 s read blocks …),
 so its scenario-3 figures are not the issue's 1,000-install measurement.
 

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated scenario numbers to run (1,2,3,4,5,6,8; 3 includes 7)",
+        help="comma-separated scenario numbers to run (1,2,3,4,5,6,8,9; 3 includes 7)",
     )
     parser.add_argument(
         "--output", type=Path, default=RESULTS, help="results directory (bench/results)"

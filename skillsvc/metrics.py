@@ -26,7 +26,11 @@ Series:
   ``skillsvc_healthy`` and the store's filesystem (``skill_store_free_bytes``,
   ``skill_store_total_bytes``);
 - the blob store (``SKILLSVC_BLOB_STORE``): ``skill_blob_store_requests_total{op, result}``,
-  ``skill_blob_store_bytes_total{direction}`` and ``skill_blob_store_up``.
+  ``skill_blob_store_bytes_total{direction}`` and ``skill_blob_store_up``;
+- materialisation: ``skill_materialisations_total{result}``,
+  ``skill_materialised_bytes_total``, ``skill_materialise_seconds``,
+  ``skill_materialise_lag_seconds``, ``skill_materialise_pending`` and
+  ``skill_materialise_caught_up``.
 """
 
 from __future__ import annotations
@@ -182,6 +186,50 @@ STORE_TOTAL_BYTES: Final = Gauge(
     "skill_store_total_bytes",
     "Size in bytes of the file store's filesystem.",
     multiprocess_mode="livemax",
+)
+
+# -- materialisation (each node's local copy of what is current anywhere) -----------
+
+MATERIALISE_RESULTS: Final = ("success", "corrupt", "missing", "failed")
+"""``result`` of ``skill_materialisations_total``: placed and verified; refused because
+the archive or its files do not match the recorded digests; the archive is not in the
+blob store; anything else (blob store or disk unavailable), retried with backoff."""
+
+MATERIALISATIONS: Final = Counter(
+    "skill_materialisations",
+    "Versions fetched from the blob store and extracted into this node's store, by result.",
+    ["result"],
+)
+for _result in MATERIALISE_RESULTS:
+    MATERIALISATIONS.labels(_result)
+MATERIALISED_BYTES: Final = Counter(
+    "skill_materialised_bytes",
+    "Bytes of extracted files placed in this node's store by materialisation.",
+)
+MATERIALISE_SECONDS: Final = Histogram(
+    "skill_materialise_seconds",
+    "Time to fetch, check, extract, verify and place one version.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+MATERIALISE_LAG: Final = Histogram(
+    "skill_materialise_lag_seconds",
+    "Time from a current-version change in the database (any node) to this node's "
+    "current link following it.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+MATERIALISE_PENDING: Final = Gauge(
+    "skill_materialise_pending",
+    "Skills whose local copy is not known to match the database yet (changes heard but "
+    "not applied, and failures waiting for their retry).",
+    # Every worker of a host follows the same changes into the same store: the
+    # laggiest live worker's view.
+    multiprocess_mode="livemax",
+)
+MATERIALISE_CAUGHT_UP: Final = Gauge(
+    "skill_materialise_caught_up",
+    "1 once the start-up catch-up pass has materialised every current version it could.",
+    # 0 while any live worker is still catching up.
+    multiprocess_mode="livemin",
 )
 
 # -- the blob store (original archives and kept bytes; local or an S3 bucket) -------

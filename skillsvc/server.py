@@ -35,6 +35,7 @@ from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.installs import Installer, InstallerSettings
 from skillsvc.core.lifecycle import Lifecycle
+from skillsvc.core.materialise import Materialiser, fan_out
 from skillsvc.core.progress import ProgressHub
 from skillsvc.core.watch import WatchHub, WatchSettings
 from skillsvc.db import (
@@ -183,6 +184,8 @@ class App:
     """The LISTEN connection feeding the hub and the read cache."""
     cache: ReadCache
     """Definitions and packages read by GetSkillDefinition and GetPackage."""
+    materialiser: Materialiser
+    """Keeps this node's packages in line with the database (every current version)."""
     port: int
     """The bound gRPC port (useful with port 0)."""
     authenticator: Authenticator
@@ -204,6 +207,10 @@ class App:
         self.cache.connected()
         await self.watch.start()
         await self.installer.start()
+        # Links are fixed before serving; versions to fetch are caught up in the
+        # background while health says NOT_SERVING (README, "Running several replicas").
+        self.materialiser.on_caught_up = self._caught_up
+        await self.materialiser.start()
         # /metrics answers before health says SERVING, so whoever waits for SERVING
         # can scrape at once.
         if self.settings.metrics_addr:
@@ -237,6 +244,11 @@ class App:
         )
         logger.info("skillsvc serving on %s", self.address)
 
+    def _caught_up(self) -> None:
+        """The catch-up pass is done: publish health now rather than at the next probe."""
+        task = asyncio.create_task(self.check_health(), name="health-after-catch-up")
+        self._tasks.append(task)
+
     def reload_keys(self) -> bool:
         """Re-read the JWT key files (SIGHUP); on any error keep the keys in use.
 
@@ -268,6 +280,8 @@ class App:
             async with asyncio.timeout(max(1.0, self.settings.health_interval_seconds)):
                 await self.db.repo.ping()
                 await asyncio.to_thread(self.store.probe)
+            if not self.materialiser.caught_up:
+                healthy, cause = False, "catching up: materialising the current versions"
         except (Unavailable, TimeoutError) as exc:
             healthy, cause = False, str(exc) or type(exc).__name__
         except Exception as exc:
@@ -275,7 +289,7 @@ class App:
             healthy, cause = False, str(exc) or type(exc).__name__
         if healthy != self._healthy:
             if healthy:
-                logger.info("health: SERVING (database and store answer)")
+                logger.info("health: SERVING (database and store answer, caught up)")
             else:
                 logger.warning("health: NOT_SERVING: %s", cause)
         self._healthy = healthy
@@ -348,6 +362,10 @@ class App:
                     await task
                 except Exception:
                     logger.warning("background task %s had failed", task.get_name(), exc_info=True)
+        try:
+            await self.materialiser.stop()
+        except Exception:
+            logger.warning("stopping materialisation failed", exc_info=True)
         await self.health.enter_graceful_shutdown()
         # Watches never end by themselves: end them now (UNAVAILABLE, resume with
         # since elsewhere) rather than hold the grace period and be cut off.
@@ -490,17 +508,22 @@ async def build_server(
         hub = ProgressHub()
         watch = WatchHub(db, WatchSettings(retention_seconds=settings.watch_retention_seconds))
         installer = Installer(db, store, definitions, installer_settings(settings), blobs=blobs)
+        materialiser = Materialiser(
+            db, store, blobs, installer_settings(settings).limits, installer.instance_id
+        )
 
         def reconnected() -> None:
             hub.resync()
             watch.resync()
             cache.connected()
+            materialiser.resync()
 
         listener = Listener(
             db.url,
             {
                 PROGRESS_CHANNEL: hub.dispatch,
-                CATALOG_CHANNEL: cache.dispatch,
+                # The cache first: a replica drops stale rows before anything else reacts.
+                CATALOG_CHANNEL: fan_out(cache.dispatch, materialiser.dispatch),
                 EVENTS_CHANNEL: watch.dispatch,
             },
             reconnected,
@@ -530,7 +553,14 @@ async def build_server(
                 definitions,
                 installer,
                 Catalog(db, store, definitions, hub, blobs=blobs),
-                Lifecycle(db, store, definitions, installer.instance_id, blobs=blobs),
+                Lifecycle(
+                    db,
+                    store,
+                    definitions,
+                    installer.instance_id,
+                    blobs=blobs,
+                    materialiser=materialiser,
+                ),
                 watch,
             ),
             server,
@@ -571,5 +601,6 @@ async def build_server(
         watch=watch,
         listener=listener,
         cache=cache,
+        materialiser=materialiser,
         authenticator=security.authenticator,
     )

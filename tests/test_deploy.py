@@ -236,6 +236,51 @@ def test_compose_wires_postgres_skillsvc_and_prometheus() -> None:
     assert f"skillsvc:{_port(settings.metrics_addr)}" in targets
 
 
+def test_compose_runs_two_replicas_on_one_database_and_one_bucket() -> None:
+    """deploy/compose.yaml: two hosts' worth of skillsvc (README, "Running several
+    replicas"): the same database and bucket, a store and published ports each."""
+    services = dict(yaml.safe_load((DEPLOY / "compose.yaml").read_text()))["services"]
+    replicas = {name: s for name, s in services.items() if name.startswith("skillsvc")}
+    assert len(replicas) == 2, replicas
+    envs = [r["environment"] for r in replicas.values()]
+    assert envs[0] == envs[1], "replicas differ only in ports and volumes"
+    env = envs[0]
+    # What the image sets (SKILLSVC_DATA_DIR=/data), overridden by the Compose file.
+    settings = _settings({**_docker_env(_dockerfile()[0]), **env})
+    assert env["SKILLSVC_DATABASE_URL"].split("@")[1].startswith("postgres:")
+    # The bucket the one-shot service creates is the one the replicas use, on the S3
+    # port SeaweedFS serves, with the credentials of its identities file.
+    bucket = env["SKILLSVC_BLOB_STORE"].removeprefix("s3://").split("/")[0]
+    assert env["SKILLSVC_BLOB_STORE"].startswith("s3://")
+    assert f"s3.bucket.create -name {bucket}" in " ".join(services["s3-bucket"]["command"])
+    flags = dict(a.lstrip("-").split("=", 1) for a in services["seaweedfs"]["command"] if "=" in a)
+    assert env["AWS_ENDPOINT_URL"] == f"http://seaweedfs:{flags['s3.port']}"
+    assert f"seaweedfs:{flags['master.port']}" in services["s3-bucket"]["command"][0]
+    mounts = dict(v.split(":")[:2] for v in services["seaweedfs"]["volumes"])
+    identities = json.loads(
+        (
+            DEPLOY / mounts["./seaweedfs/s3.json"].replace("/etc/seaweedfs/", "seaweedfs/")
+        ).read_text()
+    )["identities"]
+    keys = {(c["accessKey"], c["secretKey"]) for i in identities for c in i["credentials"]}
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) in keys
+    published: set[int] = set()
+    volumes = set()
+    for replica in replicas.values():
+        assert _duration(replica["stop_grace_period"]) >= GRACE + MARGIN
+        assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+        inside = {int(p.rsplit(":", 1)[1]) for p in replica["ports"]}
+        assert inside == {_port(settings.listen_addr), _port(settings.metrics_addr)}
+        outside = {int(p.split(":")[1]) for p in replica["ports"]}
+        assert not outside & published, "each replica publishes its own host ports"
+        published |= outside
+        (volume,) = replica["volumes"]
+        name, _, path = volume.partition(":")
+        assert Path(path) == settings.data_dir
+        volumes.add(name)
+    assert len(volumes) == 2, "a store of its own per replica (as on separate hosts)"
+
+
 # -- Kubernetes ----------------------------------------------------------------------
 
 

@@ -86,7 +86,6 @@ class Installer(Acceptance):
         await asyncio.to_thread(self._store.instance_staging, self.instance_id)
         await asyncio.to_thread(self._store.purge_trash)
         await self.recover()
-        await self.reconcile_current_links()
         await self._update_storage_metric()
         self._heartbeat = asyncio.create_task(
             run_forever(

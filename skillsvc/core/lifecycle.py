@@ -23,6 +23,7 @@ from pathlib import Path
 
 from skillsvc.blobs import UNAVAILABLE_REASON, BlobStore, LocalBlobs
 from skillsvc.core.definitions import Definitions, check_skill_id
+from skillsvc.core.materialise import Materialiser
 from skillsvc.core.models import (
     Caller,
     Operation,
@@ -82,12 +83,14 @@ class Lifecycle:
         instance_id: str,
         *,
         blobs: BlobStore | None = None,
+        materialiser: Materialiser | None = None,
     ) -> None:
         self._db = db
         self._store = store
         self._blobs: BlobStore = blobs if blobs is not None else LocalBlobs(store.root)
         self._definitions = definitions
         self._instance_id = instance_id
+        self._materialiser = materialiser
 
     async def rollback(
         self, caller: Caller, skill_id: str, target_version: str, reason: str
@@ -101,6 +104,15 @@ class Lifecycle:
         definition = await self._definitions.get(caller, skill_id, fresh=True)
         self._definitions.check_can_manage(caller, definition.tenant)
         operation_id = str(uuid.uuid4())
+        if self._materialiser is not None:
+            # A target installed on another node may not be here yet: fetch and verify
+            # it first, outside the skill's lock (it can take a while). The lock below
+            # re-reads everything; a target deleted meanwhile is reported there.
+            wanted = target_version or await last_known_good(
+                self._db.repo, skill_id, definition.current_version
+            )
+            if wanted is not None:
+                await self._materialiser.ensure_local(skill_id, wanted)
         async with self._db.transaction() as tx:
             await tx.lock_skill(skill_id)
             fresh = await tx.get_definition(skill_id, None)

@@ -160,18 +160,5 @@ class Recovery(InstallerBase):
                 raise
             logger.warning("left the unowned archive %s to gc: %s", sha256, exc.message)
 
-    async def reconcile_current_links(self) -> None:
-        """Make every ``current`` link agree with the database's current version."""
-        definitions = await self._db.repo.list_current_versions()
-        for skill_id, version in definitions:
-            on_disk = await asyncio.to_thread(self._store.current_version, skill_id)
-            if on_disk == version:
-                continue
-            logger.warning("reconciling %s/current: %s → %s", skill_id, on_disk, version)
-            if version is None:
-                await asyncio.to_thread(self._store.deactivate, skill_id)
-            else:
-                await asyncio.to_thread(self._store.activate, skill_id, version)
-
     async def _update_storage_metric(self) -> None:
         STORAGE_BYTES.set(await asyncio.to_thread(self._store.usage_bytes))

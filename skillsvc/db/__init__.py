@@ -19,6 +19,7 @@ from skillsvc.db._repository import (
     NewOperation,
     OperationChanges,
     Repository,
+    SkillSync,
     VersionClaim,
     translate_errors,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "NewOperation",
     "OperationChanges",
     "Repository",
+    "SkillSync",
     "VersionClaim",
     "connect",
     "forget_instances",

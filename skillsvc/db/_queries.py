@@ -355,6 +355,22 @@ BLOB_IN_USE: Final = "SELECT EXISTS (SELECT 1 FROM skill_packages WHERE sha256 =
 
 LIST_CURRENT_VERSIONS: Final = "SELECT skill_id, current_version FROM skill_definitions"
 
+# Materialisation: one skill's current package and every version it has a row for; no
+# row when the definition is gone. The age of the latest activation is measured by the
+# database's clock, so replicas with skewed clocks report their lag truthfully.
+SKILL_SYNC_STATE: Final = """
+SELECT d.current_version, p.sha256, p.size_bytes, p.unpacked_bytes, p.file_count,
+       extract(epoch FROM clock_timestamp() - (
+           SELECT a.activated_at FROM skill_activations a
+           WHERE a.skill_id = d.skill_id ORDER BY a.activation_id DESC LIMIT 1
+       ))::float8 AS change_age,
+       ARRAY(SELECT v.version FROM skill_packages v WHERE v.skill_id = d.skill_id) AS versions
+FROM skill_definitions d
+LEFT JOIN skill_packages p
+       ON p.skill_id = d.skill_id AND p.version = d.current_version AND p.state = 'READY'
+WHERE d.skill_id = $1
+"""
+
 PING: Final = "SELECT 1"
 
 # Garbage collection: a FAILED package row past the retention, under the skill's lock.

@@ -46,6 +46,7 @@ from skillsvc.db._rows import (
     Instance,
     NewOperation,
     OperationChanges,
+    SkillSync,
     VersionClaim,
     definition_of,
     operation_of,
@@ -62,6 +63,7 @@ __all__ = [
     "NewOperation",
     "OperationChanges",
     "Repository",
+    "SkillSync",
     "VersionClaim",
     "translate_errors",
 ]
@@ -459,6 +461,22 @@ class Repository:
         with translate_errors():
             rows = await self._db.fetch(sql.LIST_CURRENT_VERSIONS)
         return [(r["skill_id"], r["current_version"]) for r in rows]
+
+    async def skill_sync_state(self, skill_id: str) -> SkillSync | None:
+        """What the local store must hold for ``skill_id``; None if the skill is gone."""
+        with translate_errors(skill_id):
+            row = await self._db.fetchrow(sql.SKILL_SYNC_STATE, skill_id)
+        if row is None:
+            return None
+        return SkillSync(
+            current_version=row["current_version"],
+            sha256=row["sha256"] or "",
+            size_bytes=row["size_bytes"] or 0,
+            unpacked_bytes=row["unpacked_bytes"] or 0,
+            file_count=row["file_count"] or 0,
+            change_age_seconds=row["change_age"],
+            versions=frozenset(row["versions"]),
+        )
 
     # -- server processes -------------------------------------------------------------
 

@@ -196,3 +196,23 @@ class Instance:
     """Its process id there."""
     stale: bool
     """No heartbeat for longer than the staleness bound."""
+
+
+@dataclass(frozen=True)
+class SkillSync:
+    """What a node needs to bring its local copy of one skill in line with the database."""
+
+    current_version: str | None
+    """The version ``current`` must point at; None when the skill has none."""
+    sha256: str
+    """The current package's archive digest (empty unless it is READY)."""
+    size_bytes: int
+    """The current package's archive size."""
+    unpacked_bytes: int
+    """The current package's extracted size."""
+    file_count: int
+    """The current package's number of files."""
+    change_age_seconds: float | None
+    """Seconds since the latest activation, by the database's clock (None if none)."""
+    versions: frozenset[str]
+    """Every version the skill has a row for, in any state."""

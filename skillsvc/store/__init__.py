@@ -8,6 +8,7 @@ Layout under the root (SPEC §5)::
     kept/sha256/<hex>                bytes of failed uploads, kept for Retry until gc
     staging/<instance_id>/           one private work area per server process
     staging/.trash/                  removed trees, already out of packages/
+    locks/<skill_id>                 flock files: one materialisation of a skill per host
 
 Every path built from a skill id, version or digest is checked to stay where it
 belongs (``InvalidArgument`` otherwise), and nothing appears at a final path before

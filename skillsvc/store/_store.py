@@ -54,6 +54,8 @@ CURRENT: Final = "current"
 never clash with a version directory: "current" is not a semantic version."""
 
 _TRASH: Final = ".trash"
+# Per-skill lock files of the processes of this host (see Store.lock_path).
+_LOCKS: Final = "locks"
 # Inside an instance's staging: directories moved out of packages/ whose deletion has
 # not been confirmed by the database yet.
 _STASH: Final = "stash"
@@ -350,6 +352,48 @@ class Store:
                 _fsops.make_writable_and_remove(leftover)
         return target
 
+    def place_version(self, tree: Path, skill_id: str, version: str) -> bool:
+        """Move a materialised tree (extracted from a fetched archive) into place.
+
+        Like :meth:`commit_package` without an archive: ``tree`` (inside staging) is
+        sealed read-only and made durable, then renamed to
+        ``packages/<skill>/<version>/``. If that directory exists already (another
+        process of this host placed or installed it meanwhile), nothing is replaced:
+        ``tree`` is left to the caller and False returned.
+        """
+        target = self.version_dir(skill_id, version)
+        skill_dir = target.parent
+        tree = self._staged(tree, "tree", directory=True)
+        with _os_errors("place the package"):
+            if _lstat_mode(target):
+                return False
+            _seal_tree(tree)
+            _fsops.make_durable(tree, use_syncfs=self.use_syncfs)
+            if _ensure_dir(skill_dir):
+                _fsops.fsync_path(self.packages)
+            try:
+                # rename(2) replaces an empty directory but never a complete tree.
+                os.rename(tree, target)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return False
+                raise
+            os.chmod(target, _DIR_MODE)
+            _fsops.fsync_path(target)
+            _fsops.fsync_path(skill_dir)
+        return True
+
+    def lock_path(self, skill_id: str) -> Path:
+        """``locks/<skill_id>``: a file processes of this host ``flock`` to
+        materialise a skill one at a time (created if needed; never removed, since
+        removing a lock file races with whoever opens it next)."""
+        if not is_valid_skill_name(skill_id):
+            raise InvalidArgument.field("skill_id", SKILL_NAME_RULE)
+        locks = self.root / _LOCKS
+        with _os_errors("create a lock file"):
+            locks.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        return locks / skill_id
+
     def space(self) -> tuple[int, int]:
         """``(free, total)`` bytes of the store's filesystem (free as a non-root writer sees it)."""
         with _os_errors("measure its filesystem"):
@@ -373,6 +417,18 @@ class Store:
                     if v.is_dir(follow_symlinks=False) and is_valid_semver(v.name)
                 )
         return found
+
+    def versions_on_disk_of(self, skill_id: str) -> list[str]:
+        """The version directories present under ``packages/<skill_id>/``, sorted."""
+        skill_dir = self.skill_dir(skill_id)
+        with _os_errors("list packages"):
+            try:
+                entries = list(os.scandir(skill_dir))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        return sorted(
+            v.name for v in entries if v.is_dir(follow_symlinks=False) and is_valid_semver(v.name)
+        )
 
     # -- deletion that a crash cannot half-do -----------------------------------------
 
