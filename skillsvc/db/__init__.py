@@ -18,6 +18,7 @@ from skillsvc.db._repository import (
     NewOperation,
     OperationChanges,
     Repository,
+    VersionClaim,
     translate_errors,
 )
 from skillsvc.errors import Unavailable
@@ -34,6 +35,7 @@ __all__ = [
     "NewOperation",
     "OperationChanges",
     "Repository",
+    "VersionClaim",
     "connect",
     "forget_instances",
     "holds_skills",
