@@ -243,13 +243,12 @@ class Pipeline(Recovery):
         ]
         manifest = report_details(report)["validation_report"]["manifest"]
         manifest["version"] = version  # an assigned version is the package's too
-        # The archive goes to the blob store first (a bucket upload takes a while; no
-        # lock is held). Should READY never commit, recovery turns the unowned object
-        # back into kept bytes (Recovery._release) and gc reaps what is left.
-        await self._blobs.put("archive", spooled.sha256, spooled.path)
-        # The slow part (sealing and flushing the files) before any lock or pooled
-        # connection is taken: under them, only renames.
+        # The slow parts before any lock or pooled connection is taken: sealing and
+        # flushing the files, and storing the archive in the blob store (a bucket
+        # upload takes a while). Should READY never commit, recovery turns the unowned
+        # archive back into kept bytes (Recovery._release) and gc reaps what is left.
         await asyncio.to_thread(self._store.seal_package, work / "tree")
+        await self._blobs.put("archive", spooled.sha256, spooled.path)
         async with self._db.transaction() as tx:
             # The blob's lock is held until READY commits, so a deletion cannot drop an
             # archive this install found in the store and reused.
@@ -260,7 +259,7 @@ class Pipeline(Recovery):
             final = await asyncio.to_thread(
                 self._store.place_package, work / "tree", req.skill_id, version
             )
-            # Tree and archive were moved out; only the empty work directory is left.
+            # The tree was moved out; the work directory holds the staged archive only.
             await asyncio.to_thread(self._store.make_writable_and_remove, work)
             message = (
                 f"{version} installed and current" if op.activate else "installed (not activated)"

@@ -250,7 +250,7 @@ async def test_download_of_a_missing_object_is_not_found(
 async def test_an_archive_stored_for_a_ready_that_never_committed_goes_back_to_kept(
     app: App, stub: Stub, bucket: S3Blobs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Fault injection: the archive is in the bucket, then the commit of the tree fails.
+    # Fault injection: the archive is in the bucket, then placing the tree fails.
     from skillsvc.errors import Unavailable
 
     def failing_commit(*_args: object) -> None:
