@@ -170,7 +170,7 @@ class WatchHub:
                 await asyncio.wait_for(self._wake.wait(), self.settings.resync_seconds)
             self._wake.clear()
             try:
-                await self._step()
+                await self.poll()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -182,23 +182,27 @@ class WatchHub:
                 await asyncio.sleep(delay)
                 self._wake.set()
                 continue
-            backoff.reset()
+            if backoff.failures:
+                logger.info("reading the change log again after %d failure(s)", backoff.failures)
+                backoff.reset()
 
-    async def _step(self) -> None:
+    async def poll(self) -> None:
+        """One round: number new events, read them once, hand them to every watcher.
+
+        The hub's task calls it when woken; anyone may (a test, a command)."""
         if not self._watchers:
             # Nobody to read for: start afresh from the head when someone comes.
             self._last = None
             return
         head = await self._db.events.publish()
         if self._last is None or head < self._last:
-            # Watchers replay up to their start from the table and go back to it
-            # when the first page starts past their position. A head below ours
-            # (the database was restored from a backup) starts afresh too; each
-            # watcher then finds out from the table where it stands.
-            if self._last is not None:
-                for watcher in self._watchers:
-                    watcher.resync()
+            # Starting (the first watcher came), or a head below ours (the database
+            # was restored from a backup): the hub starts at the head, and every
+            # watcher reads from the table whatever lies between its own position
+            # and there (events published by this very call, say).
             self._last = head
+            for watcher in self._watchers:
+                watcher.resync()
             return
         while self._last < head:
             window = await self._db.events.window(self._last, self.settings.page_size)

@@ -13,6 +13,8 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from skillsvc.config import Settings
+from skillsvc.core.models import SkillEvent
+from skillsvc.core.watch import Synced, WatchHub, WatchSettings
 from skillsvc.server import App, build_server
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 from tests.helpers import expect_status, reason
@@ -269,6 +271,28 @@ async def test_a_slow_watcher_holds_a_bounded_queue_and_reads_the_rest_from_the_
         assert hub.backlog() == [(0, True)]
         events = [await anext(stream) for _ in range(10)]
         assert [e.skill_id for e in events] == [f"slow-{i}" for i in range(10)]  # type: ignore[union-attr]
+    finally:
+        await stream.aclose()
+
+
+async def test_events_published_by_the_hub_starting_reach_its_first_watcher(
+    app: App, db: asyncpg.Connection
+) -> None:
+    # A hub of its own, not started: the test decides when it reads.
+    hub = WatchHub(app.db, WatchSettings(retention_seconds=3600))
+    stream = hub.watch(None, [], None)
+    try:
+        synced = await anext(stream)
+        assert isinstance(synced, Synced)
+        # Committed after the watcher's start but before the hub's first round, which
+        # numbers it and starts reading from the head beyond it.
+        await db.execute("INSERT INTO skill_definitions (skill_id, public) VALUES ('early', true)")
+        await hub.poll()
+        assert hub.position == synced.seq + 1
+        async with asyncio.timeout(10):
+            event = await anext(stream)
+        assert isinstance(event, SkillEvent)
+        assert (event.skill_id, event.seq) == ("early", synced.seq + 1)
     finally:
         await stream.aclose()
 
