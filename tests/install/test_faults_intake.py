@@ -54,6 +54,8 @@ async def test_uploads_in_progress_count_against_the_queue_limit(make_app: Any) 
         first = await held[0].outcome()
         assert isinstance(first, resources_pb2.Operation)
         assert (await events(stub, first.operation_id))[-1].state == OK
+        # Its place is given back once its task has ended, just after DONE is sent.
+        await poll(lambda: _true(app.installer._admitted == 1), what="the first place back")
         data = skill_archive("bounded", "1.0.5")
         bad = stub.Install(_messages(upload_spec("bounded", data + b"x"), data))
         await expect_status(bad, grpc.StatusCode.INVALID_ARGUMENT)

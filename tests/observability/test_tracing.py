@@ -81,6 +81,10 @@ async def test_install_span_continues_the_callers_trace_with_a_child_per_stage(
     )
     events = await _follow(stub, op.operation_id)
     assert events[-1].stage == resources_pb2.INSTALL_STAGE_DONE
+    # The install's spans end once its commit has returned, just after DONE is sent.
+    async with asyncio.timeout(10):
+        while STAGES[-1] not in {s.name for s in _of_trace(spans)}:
+            await asyncio.sleep(0.01)
     mine = _of_trace(spans)
     (rpc,) = [s for s in mine if s.name == "/skillsvc.v1.SkillService/Install"]
     assert rpc.kind is trace.SpanKind.SERVER
