@@ -193,6 +193,7 @@ class Materialiser:
         self._retry_base = retry_base_seconds
         self._retry_cap = retry_cap_seconds
         self._dirty: set[str] = set()
+        self._catching: set[str] = set()  # a catch-up pass has yet to check these
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._failing: dict[str, Backoff] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
@@ -283,7 +284,8 @@ class Materialiser:
         self.dispatch(skill_id)
 
     def _publish_pending(self) -> None:
-        MATERIALISE_PENDING.set(len(self._dirty | set(self._tasks) | set(self._failing)))
+        pending = self._dirty | self._catching | set(self._tasks) | set(self._failing)
+        MATERIALISE_PENDING.set(len(pending))
 
     def _spawn(self, work: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work, name=name)
@@ -341,9 +343,9 @@ class Materialiser:
                 s for s in {s for s, _ in currents} | set(on_disk) if is_valid_skill_name(s)
             )
             progress = _Progress(total=len(skills), last_log=started, log=first)
-            await asyncio.gather(
-                *(progress.track(self._attempt(s, observe_lag=not first)) for s in skills)
-            )
+            self._catching.update(skills)
+            self._publish_pending()
+            await asyncio.gather(*(progress.track(self._checked(s, first=first)) for s in skills))
             passing = progress.passing
             if not passing:
                 if first or not self.caught_up:
@@ -357,6 +359,13 @@ class Materialiser:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    async def _checked(self, skill_id: str, *, first: bool) -> bool:
+        try:
+            return await self._attempt(skill_id, observe_lag=not first)
+        finally:
+            self._catching.discard(skill_id)
+            self._publish_pending()
 
     def _set_caught_up(self, skills: int, seconds: float) -> None:
         already = self.caught_up
