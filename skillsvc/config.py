@@ -189,6 +189,15 @@ class Settings:
         display="7d",
     )
     """Retention of failed attempts' bytes and log rows."""
+    watch_retention_seconds: float = _setting(
+        "SKILLSVC_WATCH_RETENTION",
+        7 * 24 * 3600.0,
+        "How long the change log behind WatchSkills keeps events: a client resuming "
+        "with a `since` older than this gets OUT_OF_RANGE and lists again. Seconds, or "
+        "a number with s, m, h or d. Pruned by the running server.",
+        display="7d",
+    )
+    """Retention of the WatchSkills change log."""
     url_allow_private: bool = _setting(
         "SKILLSVC_URL_ALLOW_PRIVATE",
         False,
@@ -437,6 +446,7 @@ class Settings:
             "keepalive_seconds",
             "keepalive_timeout_seconds",
             "read_cache_ttl_seconds",
+            "watch_retention_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -567,6 +577,7 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "max_queued_installs": int,
     "heartbeat_seconds": float,
     "failed_retention_seconds": parse_duration,
+    "watch_retention_seconds": parse_duration,
     "url_allow_private": bool,
     "url_timeout_seconds": float,
     "url_max_redirects": int,

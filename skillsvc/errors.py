@@ -14,6 +14,7 @@ validator and the repository can raise these freely.
     ├── Aborted                ABORTED
     ├── Cancelled              CANCELLED
     ├── ResourceExhausted      RESOURCE_EXHAUSTED   (carries quota violations)
+    ├── OutOfRange             OUT_OF_RANGE
     ├── Unauthenticated        UNAUTHENTICATED
     ├── PermissionDenied       PERMISSION_DENIED
     ├── Unavailable            UNAVAILABLE
@@ -141,6 +142,13 @@ class ResourceExhausted(SkillsvcError):
     ) -> None:
         super().__init__(message, reason=reason, metadata=metadata)
         self.violations: tuple[QuotaViolation, ...] = tuple(violations)
+
+
+class OutOfRange(SkillsvcError):
+    """A position outside what is kept (a WatchSkills ``since`` older than the history)."""
+
+    status = "OUT_OF_RANGE"
+    default_reason = "OUT_OF_RANGE"
 
 
 class Unauthenticated(SkillsvcError):

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from skillsvc.api import (
     AuthInterceptor,
     ErrorInterceptor,
+    LayeredInterceptor,
     MetricsInterceptor,
     SkillService,
     tracing_interceptors,
@@ -36,8 +37,10 @@ from skillsvc.core.installs import Installer, InstallerSettings
 from skillsvc.core.lifecycle import Lifecycle
 from skillsvc.core.materialise import Materialiser, fan_out
 from skillsvc.core.progress import ProgressHub
+from skillsvc.core.watch import WatchHub, WatchSettings
 from skillsvc.db import (
     CATALOG_CHANNEL,
+    EVENTS_CHANNEL,
     PROGRESS_CHANNEL,
     Database,
     EmbeddedPostgres,
@@ -175,6 +178,8 @@ class App:
     """The install pipeline."""
     hub: ProgressHub
     """Progress fan-out to watchers."""
+    watch: WatchHub
+    """The change log's reader and WatchSkills' watchers."""
     listener: Listener
     """The LISTEN connection feeding the hub and the read cache."""
     cache: ReadCache
@@ -200,6 +205,7 @@ class App:
         """Recover, then serve RPCs and start probing health."""
         await self.listener.start()
         self.cache.connected()
+        await self.watch.start()
         await self.installer.start()
         # Links are fixed before serving; versions to fetch are caught up in the
         # background while health says NOT_SERVING (README, "Running several replicas").
@@ -351,6 +357,8 @@ class App:
         free, total = await asyncio.to_thread(self.store.space)
         STORE_FREE_BYTES.set(free)
         STORE_TOTAL_BYTES.set(total)
+        # The change log's retention rides on this loop (rate-limited by the hub).
+        await self.watch.prune_if_due()
 
     async def stop(self, grace: float | None = None) -> None:
         """Go NOT_SERVING, refuse new calls, let running ones finish, release everything."""
@@ -368,6 +376,12 @@ class App:
         except Exception:
             logger.warning("stopping materialisation failed", exc_info=True)
         await self.health.enter_graceful_shutdown()
+        # Watches never end by themselves: end them now (UNAVAILABLE, resume with
+        # since elsewhere) rather than hold the grace period and be cut off.
+        try:
+            await self.watch.close()
+        except Exception:
+            logger.warning("could not end the watches", exc_info=True)
         # New calls are refused at once; calls in flight (uploads included) and the
         # installs running in the background share the same grace period. Each step
         # below runs even if an earlier one failed: shutdown is never cut short.
@@ -501,6 +515,7 @@ async def build_server(
             db, max_skills_per_tenant=settings.max_skills_per_tenant, cache=cache
         )
         hub = ProgressHub()
+        watch = WatchHub(db, WatchSettings(retention_seconds=settings.watch_retention_seconds))
         installer = Installer(db, store, definitions, installer_settings(settings), blobs=blobs)
         materialiser = Materialiser(
             db, store, blobs, installer_settings(settings).limits, installer.instance_id
@@ -508,6 +523,7 @@ async def build_server(
 
         def reconnected() -> None:
             hub.resync()
+            watch.resync()
             cache.connected()
             materialiser.resync()
 
@@ -517,6 +533,7 @@ async def build_server(
                 PROGRESS_CHANNEL: hub.dispatch,
                 # The cache first: a replica drops stale rows before anything else reacts.
                 CATALOG_CHANNEL: fan_out(cache.dispatch, materialiser.dispatch),
+                EVENTS_CHANNEL: watch.dispatch,
             },
             reconnected,
             on_lost=cache.disconnected,
@@ -526,10 +543,14 @@ async def build_server(
             # maps, and auth refusals are mapped like any other error; the access line
             # (metrics) is written inside the RPC's span, so it carries the trace id.
             interceptors=[
-                *tracing_interceptors(),
-                MetricsInterceptor(),
-                ErrorInterceptor(),
-                AuthInterceptor(security.authenticator, PUBLIC_SERVICES),
+                LayeredInterceptor(
+                    [
+                        *tracing_interceptors(),
+                        MetricsInterceptor(),
+                        ErrorInterceptor(),
+                        AuthInterceptor(security.authenticator, PUBLIC_SERVICES),
+                    ]
+                )
             ],
             options=[
                 *server_options(settings),
@@ -549,6 +570,7 @@ async def build_server(
                     blobs=blobs,
                     materialiser=materialiser,
                 ),
+                watch,
             ),
             server,
         )
@@ -585,6 +607,7 @@ async def build_server(
         port=port,
         installer=installer,
         hub=hub,
+        watch=watch,
         listener=listener,
         cache=cache,
         materialiser=materialiser,

@@ -15,6 +15,8 @@ EXPECTED_TABLES = {
     "skill_install_logs",
     "skill_instances",
     "skill_activations",
+    "skill_events",
+    "skill_event_head",
 }
 
 

@@ -199,7 +199,15 @@ async def test_readme_grpcurl_lines_work_as_written(app: App, repo_root: Path) -
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await proc.communicate()
-        assert proc.returncode == 0, f"{line}\n{err.decode()}"
+        if "SkillService/WatchSkills" in line:
+            # The stream never ends by itself: -max-time ends it, and grpcurl exits
+            # with 64 + DEADLINE_EXCEEDED after printing what came.
+            assert proc.returncode == 64 + grpc.StatusCode.DEADLINE_EXCEEDED.value[0], (
+                f"{line}\n{err.decode()}"
+            )
+            assert "DeadlineExceeded" in err.decode()
+        else:
+            assert proc.returncode == 0, f"{line}\n{err.decode()}"
         outputs[line] = out.decode()
 
     def output(fragment: str) -> str:
@@ -216,6 +224,12 @@ async def test_readme_grpcurl_lines_work_as_written(app: App, repo_root: Path) -
     updated = json.loads(output("UpdateSkillDefinition"))
     assert updated["description"] == "PDF text, tables and forms"
     assert updated["display_name"] == "PDF tools"  # only the masked field changed
+    watched = json_documents(output("WatchSkills"))
+    assert [(e["type"], e.get("skill_id")) for e in watched] == [
+        ("SKILL_EVENT_TYPE_DEFINITION_CREATED", "pdf-tools"),
+        ("SKILL_EVENT_TYPE_DEFINITION_UPDATED", "pdf-tools"),
+        ("SKILL_EVENT_TYPE_SYNCED", None),
+    ]
 
 
 async def test_readme_grpcurl_error_example_prints_what_the_readme_shows(

@@ -38,6 +38,7 @@ SPEC_RPCS = {
     "GetPackage",
     "DeletePackage",
     "DownloadPackage",
+    "WatchSkills",
 }
 
 

@@ -71,7 +71,7 @@ class AuthInterceptor(WrappingInterceptor):
         self._authenticator = authenticator
         self._public = frozenset(public_services)
 
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, rpc = method.lstrip("/").rpartition("/")
         if service in self._public:
             return handler

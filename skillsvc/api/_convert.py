@@ -8,7 +8,8 @@ from google.protobuf import timestamp_pb2
 
 from skillsvc.api._errors import render_status
 from skillsvc.api._reports import manifest_to_pb, report_to_pb
-from skillsvc.core.models import Change, Definition, Operation, Package
+from skillsvc.core.models import Change, Definition, Operation, Package, SkillEvent
+from skillsvc.core.watch import Synced
 from skillsvc.v1 import resources_pb2
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "operation_to_pb",
     "package_to_pb",
     "report_to_pb",
+    "skill_event_to_pb",
     "timestamp",
 ]
 
@@ -114,4 +116,20 @@ def package_to_pb(p: Package) -> resources_pb2.SkillPackage:
         path=p.path,
         create_time=timestamp(p.create_time),
         update_time=timestamp(p.update_time),
+    )
+
+
+def skill_event_to_pb(item: SkillEvent | Synced) -> resources_pb2.SkillEvent:
+    """The wire form of a change-log event, or of the stream's SYNCED marker."""
+    if isinstance(item, Synced):
+        return resources_pb2.SkillEvent(seq=item.seq, type=resources_pb2.SKILL_EVENT_TYPE_SYNCED)
+    return resources_pb2.SkillEvent(
+        seq=item.seq,
+        skill_id=item.skill_id,
+        type=resources_pb2.SkillEventType.Value(f"SKILL_EVENT_TYPE_{item.type.value}"),
+        version=item.version,
+        from_version=item.from_version,
+        to_version=item.to_version,
+        time=timestamp(item.time),
+        tenant=item.tenant,
     )

@@ -136,7 +136,7 @@ _PASS_THROUGH: Final = (grpc.aio.AbortError, asyncio.CancelledError)
 class ErrorInterceptor(WrappingInterceptor):
     """Maps exceptions raised by handlers to statuses, for all four RPC shapes."""
 
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
             async def behavior(request: Any, context: Any) -> Any:
                 try:

@@ -78,7 +78,7 @@ async def _counted(messages: AsyncIterator[Any], counter: Any) -> AsyncIterator[
 class MetricsInterceptor(WrappingInterceptor):
     """Counts and times every RPC by type, service, method and code; logs its access line."""
 
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, rpc = method.lstrip("/").rpartition("/")
         labels = (
             GRPC_TYPES[bool(handler.request_streaming), bool(handler.response_streaming)],

@@ -7,6 +7,7 @@ domain exceptions and are mapped to statuses by :class:`~skillsvc.api.ErrorInter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -20,12 +21,14 @@ from skillsvc.api._convert import (
     operation_to_pb,
     package_to_pb,
     report_to_pb,
+    skill_event_to_pb,
 )
 from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions, NewDefinition
 from skillsvc.core.installs import Installer, InstallRequest
 from skillsvc.core.lifecycle import Lifecycle
 from skillsvc.core.models import Caller, DefinitionChanges, SourceType
+from skillsvc.core.watch import WatchHub
 from skillsvc.errors import InvalidArgument
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 
@@ -49,8 +52,10 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
         installer: Installer,
         catalog: Catalog,
         lifecycle: Lifecycle,
+        watch: WatchHub,
     ) -> None:
         self._lifecycle = lifecycle
+        self._watch = watch
         self._definitions = definitions
         self._installer = installer
         self._catalog = catalog
@@ -222,6 +227,20 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
         )
         async for chunk in chunks:
             yield skill_service_pb2.DownloadPackageResponse(chunk=chunk)
+
+    # -- the change stream ---------------------------------------------------------------
+
+    async def WatchSkills(
+        self, request: skill_service_pb2.WatchSkillsRequest, context: Context
+    ) -> AsyncIterator[resources_pb2.SkillEvent]:
+        events = self._watch.watch(
+            _caller(context).visible_tenant,
+            list(request.skill_ids),
+            request.since if request.HasField("since") else None,
+        )
+        async with contextlib.aclosing(events):
+            async for item in events:
+                yield skill_event_to_pb(item)
 
 
 async def _install_stream(

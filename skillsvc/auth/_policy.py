@@ -67,6 +67,7 @@ RPC_CAPABILITIES: Final[Mapping[str, Capability]] = {
     "GetPackage": Capability.READ,
     "DeletePackage": Capability.MANAGE,
     "DownloadPackage": Capability.READ,
+    "WatchSkills": Capability.READ,
 }
 """``skillsvc.v1.SkillService`` method name → the capability it needs.
 

@@ -86,11 +86,12 @@ class LocalBlobs:
                 return  # same digest, same bytes: whoever put it there made it durable
             target.parent.mkdir(parents=True, exist_ok=True)
             # The bytes are flushed before their name appears (a crash cannot leave a
-            # named, empty file); the caller's staging copy goes with its work directory.
+            # named, empty file); cheap when the spooler flushed them already, so the
+            # mode is set after (it protects against writers, not against crashes).
             fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
-                os.fchmod(fd, _BLOB_MODE)
                 os.fsync(fd)
+                os.fchmod(fd, _BLOB_MODE)
             finally:
                 os.close(fd)
             try:

@@ -226,7 +226,7 @@ class S3Blobs:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def _open(self, kind: Kind, sha256: str, op: str) -> Any:
+    async def _open(self, kind: Kind, sha256: str, op: str) -> obstore.GetResult:
         key = self.key(kind, sha256)
         with _bucket_errors("read the archive", op, self.location):
             try:

@@ -262,3 +262,54 @@ class Change:
     """When it changed."""
     version: str = ""
     """The version being installed, once known."""
+
+
+class SkillEventType(enum.StrEnum):
+    """What a change-log entry says happened (the ``skill_events.type`` column)."""
+
+    DEFINITION_CREATED = "DEFINITION_CREATED"
+    DEFINITION_UPDATED = "DEFINITION_UPDATED"
+    DEFINITION_DELETED = "DEFINITION_DELETED"
+    PACKAGE_READY = "PACKAGE_READY"
+    PACKAGE_DELETED = "PACKAGE_DELETED"
+    CURRENT_CHANGED = "CURRENT_CHANGED"
+
+
+@dataclass(frozen=True)
+class SkillEvent:
+    """One published entry of the change log that WatchSkills streams."""
+
+    seq: int
+    """Its position: dense from 1, in publication order."""
+    skill_id: str
+    """The skill that changed."""
+    tenant: str
+    """The definition's owner when the change was made ('' = platform)."""
+    public: bool
+    """Whether the definition was visible to other tenants then."""
+    type: SkillEventType
+    """What happened."""
+    version: str
+    """Package events: the version; CURRENT_CHANGED: the new current version."""
+    from_version: str
+    """CURRENT_CHANGED: the version current before ('' = none)."""
+    to_version: str
+    """CURRENT_CHANGED: the version current after ('' = none)."""
+    time: datetime
+    """When the writing transaction made the change."""
+
+    def visible_to(self, tenant: str | None) -> bool:
+        """The rule of every read (SPEC §7): None (admins) sees all."""
+        return tenant is None or self.tenant == tenant or self.public
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """A page of the change log after some position, read from one snapshot."""
+
+    head: int
+    """The highest published seq (0 before the first event)."""
+    oldest: int | None
+    """The lowest seq still retained; None when none is."""
+    events: list[SkillEvent]
+    """Up to the asked number of (matching) events after the position, by seq."""

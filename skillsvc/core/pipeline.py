@@ -35,7 +35,7 @@ from skillsvc.core.recovery import Recovery
 from skillsvc.core.reports import report_details
 from skillsvc.core.stagetrace import enter_stage, finish_install
 from skillsvc.core.versioning import assign_version
-from skillsvc.db import OperationChanges, Repository
+from skillsvc.db import OperationChanges, Repository, VersionClaim
 from skillsvc.errors import (
     Aborted,
     Cancelled,
@@ -70,18 +70,23 @@ class Pipeline(Recovery):
         transaction writes the COMMITTING stage too (one row tells a watcher the
         version and the stage); the result's ``staged`` says it did.
         """
+        new = VersionClaim(
+            skill_id=op.skill_id,
+            version=version,
+            source_type=op.source_type or SourceType.UPLOAD,
+            source_uri=op.source_uri,
+            operation_id=op.operation_id,
+            max_live_versions=self._settings.max_versions_per_skill,
+        )
+        # The common case, a new version within the quota, in one statement that takes
+        # the lock itself; anything else is decided by the transaction below.
+        if not committing and op.version == version and await self._db.repo.claim_version(new):
+            self._claims[op.operation_id] = version
+            return Claim("claimed")
         async with self._db.transaction() as tx:
             await tx.lock_skill(op.skill_id)
-            source_type = op.source_type or SourceType.UPLOAD
             # A new version within the quota is claimed by this one statement.
-            package, live, claimed = await tx.claim_new_package(
-                skill_id=op.skill_id,
-                version=version,
-                source_type=source_type,
-                source_uri=op.source_uri,
-                operation_id=op.operation_id,
-                max_live_versions=self._settings.max_versions_per_skill,
-            )
+            package, live, claimed = await tx.claim_new_package(new)
             if not claimed:
                 if package is not None and package.state is PackageState.READY:
                     return Claim("ready", package)
@@ -108,7 +113,7 @@ class Pipeline(Recovery):
                     skill_id=op.skill_id,
                     version=version,
                     state=PackageState.INSTALLING,
-                    source_type=source_type,
+                    source_type=new.source_type,
                     source_uri=op.source_uri,
                     operation_id=op.operation_id,
                 )
@@ -225,7 +230,8 @@ class Pipeline(Recovery):
         await uncancellable(self._commit(op, version, spooled, report, job))
         # Counted, not measured: walking the store after every install made each one
         # cost more than the last. The heartbeat re-measures now and then.
-        STORAGE_BYTES.inc(report.unpacked_bytes + spooled.size_bytes)
+        archive_bytes = 0 if self._blobs.shared else spooled.size_bytes  # a bucket's are not
+        STORAGE_BYTES.inc(report.unpacked_bytes + archive_bytes)
 
     async def _commit(
         self, op: Operation, version: str, spooled: Spooled, report: Report, job: Job
@@ -237,9 +243,11 @@ class Pipeline(Recovery):
         ]
         manifest = report_details(report)["validation_report"]["manifest"]
         manifest["version"] = version  # an assigned version is the package's too
-        # The archive goes to the blob store first (a bucket upload takes a while; no
-        # lock is held). Should READY never commit, recovery turns the unowned object
-        # back into kept bytes (Recovery._release) and gc reaps what is left.
+        # The slow parts before any lock or pooled connection is taken: sealing and
+        # flushing the files, and storing the archive in the blob store (a bucket
+        # upload takes a while). Should READY never commit, recovery turns the unowned
+        # archive back into kept bytes (Recovery._release) and gc reaps what is left.
+        await asyncio.to_thread(self._store.seal_package, work / "tree")
         await self._blobs.put("archive", spooled.sha256, spooled.path)
         async with self._db.transaction() as tx:
             # The blob's lock is held until READY commits, so a deletion cannot drop an
@@ -249,9 +257,9 @@ class Pipeline(Recovery):
                 # gc or a deletion dropped it between the upload and the lock.
                 await self._blobs.put("archive", spooled.sha256, spooled.path)
             final = await asyncio.to_thread(
-                self._store.commit_package, work / "tree", req.skill_id, version
+                self._store.place_package, work / "tree", req.skill_id, version
             )
-            # Tree and archive were moved out; only the empty work directory is left.
+            # The tree was moved out; the work directory holds the staged archive only.
             await asyncio.to_thread(self._store.make_writable_and_remove, work)
             message = (
                 f"{version} installed and current" if op.activate else "installed (not activated)"
@@ -273,10 +281,11 @@ class Pipeline(Recovery):
             )
             if not ok:
                 raise Aborted("the version was taken over by another install", reason="CLAIM_LOST")
-            self._succeeded(op, message, started)
             if op.activate:
                 # The link follows the database inside the transaction, as in _conclude.
                 await asyncio.to_thread(self._store.activate, op.skill_id, version)
+        # Counted once the commit held: a commit that fails is counted as a failure.
+        self._succeeded(op, message, started)
 
     async def _download(self, op: Operation, req: InstallRequest, path: Path) -> Spooled:
         op = await self._stage(op, Stage.DOWNLOADING, "downloading")
@@ -334,42 +343,36 @@ class Pipeline(Recovery):
             if package.sha256 != spooled.sha256:
                 raise self._immutable(op.skill_id, version)  # the bytes stay for a retry
             await asyncio.to_thread(self._store.make_writable_and_remove, work)
-            await self._conclude(tx, op, version, started, "already installed")
+            message = await self._conclude(tx, op, version, "already installed")
+        self._succeeded(op, message, started)
 
-    async def _conclude(
-        self,
-        tx: Repository,
-        op: Operation,
-        version: str,
-        started: float,
-        inactive: str,
-    ) -> None:
-        """Make ``version`` current if asked, and end the operation, in ``tx``.
+    async def _conclude(self, tx: Repository, op: Operation, version: str, inactive: str) -> str:
+        """Make ``version`` current if asked, and end the operation, in ``tx``; returns its
+        message (``inactive`` when not activated).
 
         ``tx`` holds the skill's lock. The link follows the database inside it; should
         the commit then fail, releasing the version puts the link back (see
         ``Recovery._release``), and if the process dies first, start-up reconciles it.
+        The caller counts the success once the commit held.
         """
-        if not op.activate:
-            await self._finish(tx, op, inactive, started, version)
-            return
-        await tx.set_current_version(op.skill_id, version, op.operation_id, OperationType.INSTALL)
-        await self._finish(tx, op, f"{version} installed and current", started, version)
-        await asyncio.to_thread(self._store.activate, op.skill_id, version)
-
-    async def _finish(
-        self, tx: Repository, op: Operation, message: str, started: float, version: str
-    ) -> None:
+        message = inactive
+        if op.activate:
+            message = f"{version} installed and current"
+            await tx.set_current_version(
+                op.skill_id, version, op.operation_id, OperationType.INSTALL
+            )
         await tx.update_operation(
             op.operation_id,
             OperationChanges(
                 state=OperationState.SUCCEEDED, stage=Stage.DONE, message=message, version=version
             ),
         )
-        self._succeeded(op, message, started)
+        if op.activate:
+            await asyncio.to_thread(self._store.activate, op.skill_id, version)
+        return message
 
     def _succeeded(self, op: Operation, message: str, started: float) -> None:
-        """Count and trace a succeeded install (its DONE row is in the transaction)."""
+        """Count and trace a succeeded install (once its DONE row has committed)."""
         INSTALL_TOTAL.labels(
             INSTALL_SUCCESS, (op.source_type or SourceType.UPLOAD).value.lower()
         ).inc()

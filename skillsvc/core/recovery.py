@@ -127,11 +127,9 @@ class Recovery(InstallerBase):
             if package.state is PackageState.READY:
                 return
             await tx.mark_package_failed(skill_id, version, operation_id)
-            # A crash or an outage between the rename into the store and the READY
-            # row leaves a directory the database does not know: remove it.
-            await asyncio.to_thread(self._store.remove_version, skill_id, version)
             # An activation whose commit failed after the link was swapped (READY,
-            # current and DONE commit together): the link goes back to the database's.
+            # current and DONE commit together): the link goes back to the database's
+            # first (the store refuses to remove the version a link points at).
             if await asyncio.to_thread(self._store.current_version, skill_id) == version:
                 definition = await tx.get_definition(skill_id, None)
                 current = definition.current_version if definition is not None else None
@@ -139,6 +137,9 @@ class Recovery(InstallerBase):
                     await asyncio.to_thread(self._store.deactivate, skill_id)
                 else:
                     await asyncio.to_thread(self._store.activate, skill_id, current)
+            # A crash or an outage between the rename into the store and the READY
+            # row leaves a directory the database does not know: remove it.
+            await asyncio.to_thread(self._store.remove_version, skill_id, version)
 
     async def _unadopt(self, sha256: str) -> None:
         """An archive stored for a READY that never committed, which no package owns,

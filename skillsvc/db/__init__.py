@@ -9,6 +9,7 @@ import asyncpg
 
 from skillsvc.db._admin import forget_instances, holds_skills, schema_version, server_major
 from skillsvc.db._embedded import EmbeddedPostgres
+from skillsvc.db._events import EVENTS_CHANNEL, EventLog
 from skillsvc.db._listener import CATALOG_CHANNEL, Listener
 from skillsvc.db._migrate import Migration, load_migrations, migrate
 from skillsvc.db._queries import PROGRESS_CHANNEL
@@ -19,6 +20,7 @@ from skillsvc.db._repository import (
     OperationChanges,
     Repository,
     SkillSync,
+    VersionClaim,
     translate_errors,
 )
 from skillsvc.errors import Unavailable
@@ -26,9 +28,11 @@ from skillsvc.metrics import DB_STATEMENTS
 
 __all__ = [
     "CATALOG_CHANNEL",
+    "EVENTS_CHANNEL",
     "PROGRESS_CHANNEL",
     "Database",
     "EmbeddedPostgres",
+    "EventLog",
     "Instance",
     "Listener",
     "Migration",
@@ -36,6 +40,7 @@ __all__ = [
     "OperationChanges",
     "Repository",
     "SkillSync",
+    "VersionClaim",
     "connect",
     "forget_instances",
     "holds_skills",

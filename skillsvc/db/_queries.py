@@ -218,6 +218,10 @@ SELECT live.versions AS live_versions, (SELECT count(*) FROM claimed) AS claimed
 FROM live LEFT JOIN existing e ON true
 """
 
+# The lock and CLAIM_NEW_PACKAGE's common case in one statement, outside a transaction
+# (migrations/0008_claim_function.sql): true when it created the INSTALLING row.
+CLAIM_VERSION: Final = "SELECT skillsvc_claim_version($1, $2, $3, $4, $5, $6)"
+
 GET_PACKAGE: Final = f"""
 SELECT {_PACKAGE}
 WHERE p.skill_id = $1 AND p.version = $2 AND ($3::text IS NULL OR d.tenant = $3 OR d.public)

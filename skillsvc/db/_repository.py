@@ -35,6 +35,7 @@ from skillsvc.db._driver import (
     root_error,
     translate_errors,
 )
+from skillsvc.db._events import EventLog
 from skillsvc.db._listener import CATALOG_CHANNEL
 from skillsvc.db._quota_queries import (
     COUNT_LIVE_VERSIONS,
@@ -46,6 +47,7 @@ from skillsvc.db._rows import (
     NewOperation,
     OperationChanges,
     SkillSync,
+    VersionClaim,
     definition_of,
     operation_of,
     package_of,
@@ -62,6 +64,7 @@ __all__ = [
     "OperationChanges",
     "Repository",
     "SkillSync",
+    "VersionClaim",
     "translate_errors",
 ]
 
@@ -271,32 +274,26 @@ class Repository:
             row = await self._db.fetchrow(sql.GET_PACKAGE_FOR_UPDATE, skill_id, version)
         return None if row is None else package_of(row)
 
-    async def claim_new_package(
-        self,
-        *,
-        skill_id: str,
-        version: str,
-        source_type: SourceType,
-        source_uri: str,
-        operation_id: str,
-        max_live_versions: int,
-    ) -> tuple[Package | None, int, bool]:
-        """Claim ``version`` for ``operation_id`` if it has no row and the quota allows.
+    async def claim_version(self, claim: VersionClaim) -> bool:
+        """Claim a version that has no row, within the quota, in one statement of its own.
+
+        Takes the skill's lock itself: call it outside a transaction. False when
+        anything else is the case; :meth:`claim_new_package` in a transaction then
+        reads what is there.
+        """
+        with translate_errors(claim.skill_id):
+            claimed = await self._db.fetchval(sql.CLAIM_VERSION, *_claim_args(claim))
+        return bool(claimed)
+
+    async def claim_new_package(self, claim: VersionClaim) -> tuple[Package | None, int, bool]:
+        """Claim the version if it has no row and the quota allows.
 
         Returns the version's row as it was (locked) if any, how many live versions the
         skill had, and whether the row was created (INSTALLING). Call it holding the
         skill's lock; when it returns False, the caller decides from what was read.
         """
-        with translate_errors(skill_id):
-            row = await self._db.fetchrow(
-                sql.CLAIM_NEW_PACKAGE,
-                skill_id,
-                version,
-                source_type.value,
-                source_uri,
-                uuid.UUID(operation_id),
-                max_live_versions,
-            )
+        with translate_errors(claim.skill_id):
+            row = await self._db.fetchrow(sql.CLAIM_NEW_PACKAGE, *_claim_args(claim))
         assert row is not None  # one row, always
         package = None if row["skill_id"] is None else package_of(row)
         return package, int(row["live_versions"]), int(row["claimed"]) == 1
@@ -505,6 +502,18 @@ class Repository:
             await self._db.execute(sql.DELETE_INSTANCES, list(instance_ids))
 
 
+def _claim_args(claim: VersionClaim) -> tuple[Any, ...]:
+    """CLAIM_VERSION's and CLAIM_NEW_PACKAGE's parameters $1 to $6."""
+    return (
+        claim.skill_id,
+        claim.version,
+        claim.source_type.value,
+        claim.source_uri,
+        uuid.UUID(claim.operation_id),
+        claim.max_live_versions,
+    )
+
+
 def _operation_args(op: NewOperation) -> tuple[Any, ...]:
     """INSERT_OPERATION's parameters $1 to $23."""
     return (
@@ -542,6 +551,8 @@ class Database:
         self.url = url
         """The URL the pool connects to (dedicated connections such as LISTEN use it)."""
         self.repo = Repository(Discarding(pool))
+        self.events = EventLog(Discarding(pool))
+        """The change log behind WatchSkills."""
         self.after_commit: Callable[[], None] | None = None
         """Called once each transaction's COMMIT has been sent (even if it failed: the
         outcome may be unknown), so caches of this process drop what it may have changed."""

@@ -95,6 +95,20 @@ def package_of(row: Any) -> Package:
 
 
 @dataclass(frozen=True)
+class VersionClaim:
+    """An install's claim on a new version of a skill, within the skill's quota."""
+
+    skill_id: str
+    version: str
+    source_type: SourceType
+    source_uri: str
+    operation_id: str
+    """The install that claims it."""
+    max_live_versions: int
+    """The quota: how many versions that are not FAILED the skill may have."""
+
+
+@dataclass(frozen=True)
 class NewOperation:
     """The columns of an operation chosen when it is recorded."""
 

@@ -10,13 +10,13 @@ a full disk is ``ResourceExhausted`` (reason ``STORE_FULL``), anything else the
 store cannot do is ``Unavailable`` (reason ``STORE_UNAVAILABLE``).
 
 How a package becomes visible (SPEC §5, STYLE rule 7): the caller extracts it into a
-work directory under ``staging/<instance_id>/``; :meth:`Store.commit_package` makes
-the tree read-only, flushes it to disk, then ``rename``\\s it into
-``packages/<skill>/<version>/`` and fsyncs the directories that changed. A rename
-within one filesystem is atomic, so a final path either does not exist or holds a
-complete tree. Removal runs the other way: rename out
-of ``packages/`` into ``staging/.trash/`` (the version is gone at that instant), then
-delete at leisure.
+work directory under ``staging/<instance_id>/``; :meth:`Store.seal_package` makes
+the tree read-only and flushes it to disk (before the install takes any lock), then
+:meth:`Store.place_package` ``rename``\\s it into ``packages/<skill>/<version>/`` and
+fsyncs the directories that changed. A rename within one filesystem is atomic, so a
+final path either does not exist or holds a complete tree. Removal runs the other way:
+rename out of ``packages/`` into ``staging/.trash/`` (the version is gone at that
+instant), then delete at leisure.
 """
 
 from __future__ import annotations
@@ -303,26 +303,42 @@ class Store:
     # -- commit ------------------------------------------------------------------------
 
     def commit_package(self, tree: Path, skill_id: str, version: str) -> Path:
-        """Move a fully written package tree into place; returns its version directory.
+        """:meth:`seal_package` then :meth:`place_package`; returns the version directory.
 
-        ``tree`` (a directory inside staging) is consumed. It is made read-only (files
-        0o444, or 0o555 when any execute bit was set; directories 0o555) and durable
-        before it is renamed. A version directory already at the final path (left by a
-        crash after the rename but before the database recorded the version as ready)
-        is replaced. The original archive is the blob store's
-        (:mod:`skillsvc.blobs`), stored before this is called.
+        Names are checked before anything is touched.
+        """
+        self.version_dir(skill_id, version)
+        self.seal_package(tree)
+        return self.place_package(tree, skill_id, version)
+
+    def seal_package(self, tree: Path) -> None:
+        """Make a staged package tree read-only and flush it to disk.
+
+        ``tree`` is a directory inside staging. Files become 0o444, or 0o555 when any
+        execute bit was set; directories 0o555. This is the slow part of a commit (an
+        fsync or syncfs): the install does it before it takes a lock or a pooled
+        connection, so that :meth:`place_package`, under the locks, only renames.
 
         Only regular files and directories are accepted in the tree.
         """
-        target = self.version_dir(skill_id, version)
-        skill_dir = target.parent
         tree = self._staged(tree, "tree", directory=True)
-
         with _os_errors("commit the package"):
             _seal_tree(tree)
             # Modes are set before the flush so they are as durable as the data.
             _fsops.make_durable(tree, use_syncfs=self.use_syncfs)
 
+    def place_package(self, tree: Path, skill_id: str, version: str) -> Path:
+        """Move a sealed tree (see :meth:`seal_package`) into place; returns its directory.
+
+        ``tree`` is consumed. A version directory already at the final path (left by a
+        crash after the rename but before the database recorded the version as ready)
+        is replaced. The original archive is the blob store's (:mod:`skillsvc.blobs`),
+        stored before this is called.
+        """
+        target = self.version_dir(skill_id, version)
+        skill_dir = target.parent
+        tree = self._staged(tree, "tree", directory=True)
+        with _os_errors("commit the package"):
             if _ensure_dir(skill_dir):
                 _fsops.fsync_path(self.packages)
             leftover = self._move_to_trash(target) if _lstat_mode(target) else None

@@ -742,3 +742,39 @@ class DownloadPackageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___DownloadPackageResponse: _TypeAlias = DownloadPackageResponse  # noqa: Y015
+
+@_typing.final
+class WatchSkillsRequest(_message.Message):
+    """Request of WatchSkills."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKILL_IDS_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    since: _builtins.int
+    """Resume after this position: the `seq` of the last event received from an
+    earlier WatchSkills call (any replica). Unset: start from now (the first event
+    is SYNCED with the current position). 0: replay the whole history, which is
+    OUT_OF_RANGE once its beginning has been pruned.
+    """
+    @_builtins.property
+    def skill_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The skills to watch; empty means every skill the caller may see, including
+        skills created later. Each must be a well-formed skill id; at most 1000.
+        """
+
+    def __init__(
+        self,
+        *,
+        skill_ids: _abc.Iterable[_builtins.str] | None = ...,
+        since: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "since", b"since", "skill_ids", b"skill_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__since: _TypeAlias = _typing.Literal["since"]  # noqa: Y015
+    _WhichOneofArgType__since: _TypeAlias = _typing.Literal["_since", b"_since"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since) -> _WhichOneofReturnType__since | None: ...
+
+Global___WatchSkillsRequest: _TypeAlias = WatchSkillsRequest  # noqa: Y015

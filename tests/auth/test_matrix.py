@@ -4,9 +4,9 @@ The expected codes are written out here from the rules, independently of the
 server's table (``skillsvc.auth.RPC_CAPABILITIES``):
 
 - no token: ``UNAUTHENTICATED`` everywhere;
-- reads (definitions, packages, downloads, operations, progress): any role, on the
-  caller's own tenant's, public and platform skills; another tenant's private skill
-  is ``NOT_FOUND``;
+- reads (definitions, packages, downloads, operations, progress, watches): any role,
+  on the caller's own tenant's, public and platform skills; another tenant's private
+  skill is ``NOT_FOUND``, except for the reads that filter (a listing, a watch);
 - ``Validate``: admins and publishers;
 - writes: admins anywhere; publishers on their own tenant's skills, ``NOT_FOUND`` on
   another tenant's private ones and ``PERMISSION_DENIED`` on visible ones they do
@@ -55,7 +55,11 @@ READS = {
     "GetOperation",
     "ListOperations",
     "InstallProgress",
+    "WatchSkills",
 }
+# Reads that name no single resource: another tenant's private skill is filtered out,
+# never NOT_FOUND (which would tell that it exists).
+FILTERED_READS = {"ListSkillDefinitions", "WatchSkills"}
 # What a write that is allowed ends with (see the module docstring).
 ALLOWED_WRITE = {
     "CreateSkillDefinition": C.OK,
@@ -74,7 +78,7 @@ def expected(role: str, target: str, rpc: str) -> grpc.StatusCode:
     if role == "none":
         return C.UNAUTHENTICATED
     if rpc in READS:
-        if rpc == "ListSkillDefinitions" or role == "admin" or target != "other":
+        if rpc in FILTERED_READS or role == "admin" or target != "other":
             return C.OK
         return C.NOT_FOUND
     if rpc == "Validate":
@@ -98,6 +102,16 @@ def expected(role: str, target: str, rpc: str) -> grpc.StatusCode:
 async def _drain(call: Any) -> None:
     async for _ in call:
         pass
+
+
+async def _until_synced(call: Any) -> None:
+    """Read a WatchSkills stream (which never ends by itself) up to its SYNCED event."""
+    try:
+        async for event in call:
+            if event.type == resources_pb2.SKILL_EVENT_TYPE_SYNCED:
+                return
+    finally:
+        call.cancel()
 
 
 async def _validate_messages(skill_id: str) -> AsyncIterator[skill_service_pb2.ValidateRequest]:
@@ -174,6 +188,9 @@ def call_for(world: World, rpc: str, target: str, md: Metadata) -> Callable[[], 
         ),
         "DownloadPackage": lambda: _drain(
             s.DownloadPackage(pb.DownloadPackageRequest(skill_id=skill), metadata=md)
+        ),
+        "WatchSkills": lambda: _until_synced(
+            s.WatchSkills(pb.WatchSkillsRequest(skill_ids=[skill], since=0), metadata=md)
         ),
     }
     return calls[rpc]

@@ -181,5 +181,6 @@ def test_a_large_upload_goes_multipart_in_bounded_memory(
     # A multipart upload's ETag is "<md5 of the parts' md5s>-<number of parts>".
     parts = int(result["e_tag"].strip('"').rpartition("-")[2])
     assert parts == size // (8 * MiB)
-    # 2 parts of 8 MiB in flight, not the 96 MiB file.
-    assert result["grew_kib"] < 40 * 1024, result
+    # 2 parts of 8 MiB in flight, not the 96 MiB file (measured: no growth past the
+    # start-up peak; reading the file whole grows it by about 45 MiB).
+    assert result["grew_kib"] < 24 * 1024, result

@@ -245,3 +245,29 @@ async def test_download_of_a_missing_object_is_not_found(
 
     error = await expect_status(_download(stub, "pdf-tools", "1.0.0"), grpc.StatusCode.NOT_FOUND)
     assert reason(error) == "ARCHIVE_MISSING"
+
+
+async def test_an_archive_stored_for_a_ready_that_never_committed_goes_back_to_kept(
+    app: App, stub: Stub, bucket: S3Blobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: the archive is in the bucket, then placing the tree fails.
+    from skillsvc.errors import Unavailable
+
+    def failing_commit(*_args: object) -> None:
+        raise Unavailable("injected: the file store failed while committing")
+
+    await create_skill(stub, "pdf-tools")
+    data = skill_archive("pdf-tools", "1.0.0")
+    monkeypatch.setattr(app.store, "place_package", failing_commit)
+
+    failed, _ = await install_and_wait(stub, "pdf-tools", data)
+
+    assert failed.state == FAILED
+    assert "injected" in failed.error.message
+    # No orphan: the unowned archive became the kept bytes Retry uses.
+    assert await bucket.digests("archive") == []
+    assert await bucket.digests("kept") == [_digest(data)]
+    monkeypatch.undo()
+    retried = await stub.Retry(skill_service_pb2.RetryRequest(operation_id=failed.operation_id))
+    assert (await _wait(stub, retried.operation_id)).state == OK
+    assert await bucket.digests("archive") == [_digest(data)]

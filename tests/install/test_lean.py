@@ -32,9 +32,9 @@ S = resources_pb2
 # locks in one statement, a claim reads its row and the quota count at once, READY,
 # current and DONE in one statement, a version from the manifest claimed in the
 # transaction that writes COMMITTING, a new version claimed by one statement, the
-# definition's owner checked by the operation's insert): 12 and 12. The bound keeps
-# what was won.
-MAX_WITH_VERSION = 12
+# definition's owner checked by the operation's insert, the lock and the claim of a new
+# version in one function call, migrations/0008): 9 and 12. The bound keeps what was won.
+MAX_WITH_VERSION = 9
 MAX_WITHOUT_VERSION = 12
 
 

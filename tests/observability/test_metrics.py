@@ -256,3 +256,47 @@ def test_metrics_work_in_multiprocess_mode(tmp_path: Path) -> None:
     assert value(samples, "skill_storage_bytes") == 2005
     assert value(samples, "skill_installs_running") == 4  # livesum: 2 per worker
     assert value(samples, "skillsvc_healthy") == 1
+
+
+async def test_an_install_whose_commit_fails_is_counted_once_as_failed(
+    make_app: Any, db: Any
+) -> None:
+    """The READY transaction fails at COMMIT (a deferred trigger of the test's own raises
+    there): the install is counted as failed only, never as a success too."""
+    from prometheus_client import REGISTRY
+
+    from tests.install.conftest import create_skill, install
+
+    await db.execute(
+        """
+        CREATE FUNCTION test_refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'commit refused by the test'; END $$;
+        CREATE CONSTRAINT TRIGGER test_refuse_ready AFTER UPDATE ON skill_packages
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+            WHEN (NEW.state = 'READY' AND NEW.skill_id = 'doomed')
+            EXECUTE FUNCTION test_refuse_commit();
+        """
+    )
+
+    def count(status: str) -> float:
+        labels = {"status": status, "source_type": "upload"}
+        return REGISTRY.get_sample_value("skill_install_total", labels) or 0.0
+
+    app = await make_app()
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        stub = skill_service_pb2_grpc.SkillServiceStub(channel)
+        await create_skill(stub, "doomed")
+        success, failed = count("success"), count("failed")
+        op = await install(stub, "doomed", skill_archive("doomed", "1.0.0"), version="1.0.0")
+        request = skill_service_pb2.GetOperationRequest(operation_id=op.operation_id)
+        async with asyncio.timeout(30):
+            while (await stub.GetOperation(request)).state != resources_pb2.OPERATION_STATE_FAILED:
+                await asyncio.sleep(0.02)
+    assert (count("success"), count("failed")) == (success, failed + 1)
+    assert await db.fetchval("SELECT state FROM skill_packages WHERE skill_id = 'doomed'") in (
+        None,
+        "FAILED",
+    )
+    # The link swapped inside the failed transaction went back, and the tree went.
+    assert app.store.current_version("doomed") is None
+    assert not app.store.version_dir("doomed", "1.0.0").exists()

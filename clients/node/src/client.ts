@@ -19,7 +19,7 @@ import * as path from "node:path";
 
 import * as grpc from "@grpc/grpc-js";
 
-import { ErrorDecoder, SkillsvcError } from "./errors";
+import { ErrorDecoder, SkillsvcError, UnavailableError } from "./errors";
 import { packFolder } from "./pack";
 import { defaultProtoDirs, loadContract } from "./proto";
 import {
@@ -28,6 +28,7 @@ import {
   type InstallEvent,
   type Operation,
   type SkillDefinition,
+  type SkillEvent,
   type SkillPackage,
 } from "./types";
 
@@ -110,6 +111,21 @@ interface RawStub extends grpc.Client {
     metadata: grpc.Metadata,
     options?: grpc.CallOptions,
   ): grpc.ClientReadableStream<InstallEvent>;
+  WatchSkills(
+    request: { skill_ids: string[]; since?: number },
+    metadata: grpc.Metadata,
+    options?: grpc.CallOptions,
+  ): grpc.ClientReadableStream<SkillEvent>;
+}
+
+/** What `watchSkills` follows. */
+export interface WatchOptions {
+  /** The skills to follow; default every skill the caller may see. */
+  skillIds?: string[];
+  /** The `seq` of the last event seen earlier; default: from now. */
+  since?: number;
+  /** Reconnections tried in a row after `UNAVAILABLE` before giving up; default 5. */
+  reconnects?: number;
 }
 
 /** SHA-256 (hex) of a file, read in 1 MiB pieces. */
@@ -343,6 +359,46 @@ export class SkillsvcClient {
       throw this.mapped(error);
     } finally {
       call.cancel();
+    }
+  }
+
+  /**
+   * Changes of skills, forever: the replay after `since` (none by default), one
+   * `SKILL_EVENT_TYPE_SYNCED` event, then each change as it happens. A stream cut by
+   * `UNAVAILABLE` (a server shutting down, a lost connection) is reopened from the
+   * last `seq` received, so nothing is lost or repeated. `OutOfRangeError` when
+   * `since` is older than the history the server keeps. Stop with `break`.
+   */
+  async *watchSkills(options: WatchOptions = {}): AsyncGenerator<SkillEvent> {
+    let since = options.since;
+    let failures = 0;
+    for (;;) {
+      const request = {
+        skill_ids: options.skillIds ?? [],
+        ...(since === undefined ? {} : { since }),
+      };
+      const call = this.stub.WatchSkills(request, this.metadata());
+      try {
+        for await (const event of call) {
+          const typed = event as SkillEvent;
+          since = typed.seq;
+          failures = 0;
+          yield typed;
+        }
+        return;
+      } catch (error) {
+        const mapped = this.mapped(error);
+        failures += 1;
+        if (!(mapped instanceof UnavailableError) || failures > (options.reconnects ?? 5)) {
+          throw mapped;
+        }
+        // Exponential backoff with jitter, 0.2 s doubling up to 5 s.
+        const ceiling = Math.min(5_000, 200 * 2 ** (failures - 1));
+        const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      } finally {
+        call.cancel();
+      }
     }
   }
 

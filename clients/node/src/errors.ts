@@ -101,6 +101,8 @@ export class SkillsvcError extends Error implements ErrorParts {
 }
 
 export class InvalidArgumentError extends SkillsvcError {}
+/** A `WatchSkills` `since` the server no longer keeps (or never had): list again. */
+export class OutOfRangeError extends SkillsvcError {}
 export class NotFoundError extends SkillsvcError {}
 export class AlreadyExistsError extends SkillsvcError {}
 export class FailedPreconditionError extends SkillsvcError {}
@@ -127,6 +129,7 @@ export class InstallFailedError extends SkillsvcError {
 const ERROR_CLASSES: ReadonlyMap<grpc.status, new (parts: ErrorParts) => SkillsvcError> =
   new Map<grpc.status, new (parts: ErrorParts) => SkillsvcError>([
     [grpc.status.INVALID_ARGUMENT, InvalidArgumentError],
+    [grpc.status.OUT_OF_RANGE, OutOfRangeError],
     [grpc.status.NOT_FOUND, NotFoundError],
     [grpc.status.ALREADY_EXISTS, AlreadyExistsError],
     [grpc.status.FAILED_PRECONDITION, FailedPreconditionError],

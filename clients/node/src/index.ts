@@ -8,6 +8,7 @@ export {
   tlsCredentials,
   type ClientOptions,
   type InstallOptions,
+  type WatchOptions,
 } from "./client";
 export * from "./errors";
 export { EXCLUDED_NAMES, packFolder, type Packed } from "./pack";

@@ -185,3 +185,27 @@ export const TERMINAL_STAGES: ReadonlySet<InstallStage> = new Set<InstallStage>(
   "INSTALL_STAGE_DONE",
   "INSTALL_STAGE_FAILED",
 ]);
+
+/** What a `SkillEvent` reports (`skillsvc.v1.SkillEventType`). */
+export type SkillEventType =
+  | "SKILL_EVENT_TYPE_UNSPECIFIED"
+  | "SKILL_EVENT_TYPE_DEFINITION_CREATED"
+  | "SKILL_EVENT_TYPE_DEFINITION_UPDATED"
+  | "SKILL_EVENT_TYPE_DEFINITION_DELETED"
+  | "SKILL_EVENT_TYPE_PACKAGE_READY"
+  | "SKILL_EVENT_TYPE_PACKAGE_DELETED"
+  | "SKILL_EVENT_TYPE_CURRENT_CHANGED"
+  | "SKILL_EVENT_TYPE_SYNCED";
+
+/** One change of a skill, streamed by `WatchSkills` (`skillsvc.v1.SkillEvent`). */
+export interface SkillEvent {
+  /** Position in the change log; pass the last one received as `since` to resume. */
+  seq: number;
+  skill_id: string;
+  type: SkillEventType;
+  version: string;
+  from_version: string;
+  to_version: string;
+  time: Timestamp | null;
+  tenant: string;
+}

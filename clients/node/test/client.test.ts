@@ -28,6 +28,7 @@ import {
   InstallFailedError,
   InvalidArgumentError,
   NotFoundError,
+  OutOfRangeError,
   SkillsvcClient,
   UnauthenticatedError,
   UnavailableError,
@@ -286,6 +287,43 @@ function assertExampleOutput(ran: Ran, skill: string, version: string): void {
   assert.equal(stages.at(-1), "DONE", ran.out);
   assert.ok((lines.at(-1) ?? "").startsWith(`installed ${skill} ${version} sha256 `), ran.out);
 }
+
+describe("watching skills", () => {
+  test("changes stream live, and a watch resumes from since without loss or repeat", async () => {
+    const live = client.watchSkills({ skillIds: ["node-watch-a", "node-watch-b"] });
+    const synced = (await live.next()).value;
+    assert.equal(synced?.type, "SKILL_EVENT_TYPE_SYNCED");
+    await client.createDefinition({ skill_id: "node-watch-a", description: "a" });
+    const created = (await live.next()).value;
+    assert.equal(created?.type, "SKILL_EVENT_TYPE_DEFINITION_CREATED");
+    assert.equal(created?.skill_id, "node-watch-a");
+    await live.return(undefined); // hangs up
+    // Made while nobody watches: the resumed watch replays it, then SYNCED.
+    await client.createDefinition({ skill_id: "node-watch-b", description: "b" });
+    const resumed = client.watchSkills({
+      skillIds: ["node-watch-a", "node-watch-b"],
+      since: created?.seq,
+    });
+    const replayed = (await resumed.next()).value;
+    assert.equal(replayed?.type, "SKILL_EVENT_TYPE_DEFINITION_CREATED");
+    assert.equal(replayed?.skill_id, "node-watch-b");
+    assert.ok((replayed?.seq ?? 0) > (created?.seq ?? 0));
+    assert.equal((await resumed.next()).value?.type, "SKILL_EVENT_TYPE_SYNCED");
+    await resumed.return(undefined);
+  });
+
+  test("a since the server does not keep is OUT_OF_RANGE", async () => {
+    await assert.rejects(
+      async () => {
+        for await (const _ of client.watchSkills({ since: 1_000_000_000 })) {
+          // never reached
+        }
+      },
+      (error: unknown) =>
+        error instanceof OutOfRangeError && error.reason === "SINCE_UNKNOWN",
+    );
+  });
+});
 
 describe("the example script", () => {
   test("uploads an archive, prints each stage and exits 0", async () => {

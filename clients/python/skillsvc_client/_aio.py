@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -245,6 +245,35 @@ class AsyncClient:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
                     raise from_rpc_error(exc) from None
                 await asyncio.sleep(delay)
+
+    async def watch_skills(
+        self, skill_ids: Iterable[str] = (), since: int | None = None
+    ) -> AsyncIterator[resources_pb2.SkillEvent]:
+        """Changes of skills (every visible one when ``skill_ids`` is empty), forever.
+
+        As :meth:`Client.watch_skills`: replay after ``since`` (None: from now), SYNCED,
+        then each change; reopened from the last ``seq`` received after ``UNAVAILABLE``.
+        """
+        ids = builtins.list(skill_ids)
+        position = since
+        delays = self.connection.retry.delays()
+        while True:
+            call = self._stub.WatchSkills(
+                _common.watch_request(ids, position), metadata=self._metadata
+            )
+            try:
+                async for event in call:
+                    position = event.seq
+                    delays = self.connection.retry.delays()
+                    yield event
+                return
+            except grpc.aio.AioRpcError as exc:
+                delay = next(delays, None)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
+                    raise from_rpc_error(exc) from None
+                await asyncio.sleep(delay)
+            finally:
+                call.cancel()
 
     async def wait(self, operation_id: str) -> resources_pb2.Operation:
         """Follow an operation to its end; raise :class:`InstallFailed` if it failed."""

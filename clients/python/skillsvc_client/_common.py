@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -323,3 +323,13 @@ def definition_update(
     return skill_service_pb2.UpdateSkillDefinitionRequest(
         definition=definition, update_mask=field_mask_pb2.FieldMask(paths=paths)
     )
+
+
+def watch_request(
+    skill_ids: Sequence[str], since: int | None
+) -> skill_service_pb2.WatchSkillsRequest:
+    """A WatchSkills request; ``since`` None leaves the field unset (from now)."""
+    request = skill_service_pb2.WatchSkillsRequest(skill_ids=skill_ids)
+    if since is not None:
+        request.since = since
+    return request

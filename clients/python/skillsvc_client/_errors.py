@@ -3,7 +3,9 @@
 ::
 
     SkillsvcError                 any failed call; .code, .reason, .message, details
-     ├── InvalidArgument          INVALID_ARGUMENT, OUT_OF_RANGE (.field_violations)
+     ├── InvalidArgument          INVALID_ARGUMENT (.field_violations)
+     │    └── OutOfRange          OUT_OF_RANGE (a WatchSkills since the server no
+     │                            longer keeps: list again, watch from now)
      ├── NotFound                 NOT_FOUND
      ├── AlreadyExists            ALREADY_EXISTS
      ├── FailedPrecondition       FAILED_PRECONDITION, ABORTED
@@ -80,6 +82,10 @@ class InvalidArgument(SkillsvcError):
     """The request was malformed; see :attr:`field_violations`."""
 
 
+class OutOfRange(InvalidArgument):
+    """A position outside what the server keeps (WatchSkills ``since``): re-list."""
+
+
 class NotFound(SkillsvcError):
     """The skill, version or operation does not exist (or is not visible to the caller)."""
 
@@ -124,7 +130,7 @@ class InstallFailed(SkillsvcError):
 
 _CLASS_BY_CODE: Final[dict[grpc.StatusCode, type[SkillsvcError]]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,

@@ -6,7 +6,7 @@ import builtins
 import os
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -242,6 +242,40 @@ class Client:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
                     raise from_rpc_error(exc) from None
                 time.sleep(delay)
+
+    def watch_skills(
+        self, skill_ids: Iterable[str] = (), since: int | None = None
+    ) -> Iterator[resources_pb2.SkillEvent]:
+        """Changes of skills (every visible one when ``skill_ids`` is empty), forever.
+
+        ``since`` is the ``seq`` of the last event seen earlier (None: from now). The
+        server replays what followed it, sends a ``SKILL_EVENT_TYPE_SYNCED`` event, then
+        each change as it happens. A stream cut by ``UNAVAILABLE`` (a server shutting
+        down, a lost connection) is reopened from the last ``seq`` received, so nothing
+        is lost or repeated (another SYNCED follows the replay). Stop by leaving the
+        loop. :class:`OutOfRange` when ``since`` is older than the history the server
+        keeps: list again and watch from now.
+        """
+        ids = builtins.list(skill_ids)
+        position = since
+        delays = self.connection.retry.delays()
+        while True:
+            call = self._stub.WatchSkills(
+                _common.watch_request(ids, position), metadata=self._metadata
+            )
+            try:
+                for event in call:
+                    position = event.seq
+                    delays = self.connection.retry.delays()
+                    yield event
+                return
+            except grpc.RpcError as exc:
+                delay = next(delays, None)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
+                    raise from_rpc_error(exc) from None
+                time.sleep(delay)
+            finally:
+                call.cancel()
 
     def wait(self, operation_id: str) -> resources_pb2.Operation:
         """Follow an operation to its end; raise :class:`InstallFailed` if it failed."""

@@ -251,6 +251,34 @@ def cmd_watch(client: Client, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _skill_event_line(e: resources_pb2.SkillEvent) -> str:
+    kind = _enum(resources_pb2.SkillEventType, e.type, "SKILL_EVENT_TYPE_")
+    if e.type == resources_pb2.SKILL_EVENT_TYPE_SYNCED:
+        return f"{e.seq} {kind} (following changes from here)"
+    if e.type == resources_pb2.SKILL_EVENT_TYPE_CURRENT_CHANGED:
+        detail = f" {e.from_version or '-'} -> {e.to_version or '-'}"
+    else:
+        detail = f" {e.version}" if e.version else ""
+    return f"{e.seq} {kind} {e.skill_id}{detail}"
+
+
+def cmd_watch_skills(client: Client, args: argparse.Namespace, out: Output) -> int:
+    # One line per event as it arrives (with --json, one compact JSON object per line),
+    # flushed at once so a pipe sees each event when it happens.
+    changes = 0
+    for event in client.watch_skills(args.skills, args.since):
+        if out.json:
+            out.out.write(json.dumps(as_dict(event), sort_keys=True) + "\n")
+        else:
+            out.out.write(_skill_event_line(event) + "\n")
+        out.out.flush()
+        if event.type != resources_pb2.SKILL_EVENT_TYPE_SYNCED:
+            changes += 1
+            if args.count is not None and changes >= args.count:
+                break
+    return EXIT_OK
+
+
 def cmd_download(client: Client, args: argparse.Namespace, out: Output) -> int:
     info = client.download(args.skill, args.output, version=args.version or "")
     out.emit(
@@ -308,6 +336,7 @@ COMMANDS: dict[str, tuple[Callable[[Client, argparse.Namespace, Output], int], s
     "retry": (cmd_retry, "retry a failed install and follow it"),
     "download": (cmd_download, "download a version's archive, verifying its sha256"),
     "watch": (cmd_watch, "follow an operation's progress to its end"),
+    "watch-skills": (cmd_watch_skills, "print changes of skills as they happen"),
     "delete": (cmd_delete, "delete a skill definition"),
 }
 
@@ -353,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why, kept in the history")
     parsers["retry"].add_argument("operation_id")
     parsers["watch"].add_argument("operation_id")
+    p = parsers["watch-skills"]
+    p.add_argument("skills", nargs="*", metavar="SKILL", help="default: every visible skill")
+    p.add_argument(
+        "--since",
+        type=int,
+        help="resume after this seq (the last one printed); default: from now",
+    )
+    p.add_argument("--count", type=int, help="exit after this many changes (default: never)")
     p = parsers["download"]
     p.add_argument("skill")
     p.add_argument("--version", help="default: the current version")

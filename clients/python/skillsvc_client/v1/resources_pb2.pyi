@@ -219,6 +219,58 @@ SEVERITY_WARNING: Severity.ValueType  # 2
 """Reported, but the package is accepted."""
 Global___Severity: _TypeAlias = Severity  # noqa: Y015
 
+class _SkillEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SkillEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SkillEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SKILL_EVENT_TYPE_UNSPECIFIED: _SkillEventType.ValueType  # 0
+    """Not set; never sent."""
+    SKILL_EVENT_TYPE_DEFINITION_CREATED: _SkillEventType.ValueType  # 1
+    """A definition was created."""
+    SKILL_EVENT_TYPE_DEFINITION_UPDATED: _SkillEventType.ValueType  # 2
+    """A definition's `display_name`, `description`, `active` or `public` changed."""
+    SKILL_EVENT_TYPE_DEFINITION_DELETED: _SkillEventType.ValueType  # 3
+    """A definition was deleted (after its packages, each with its own event)."""
+    SKILL_EVENT_TYPE_PACKAGE_READY: _SkillEventType.ValueType  # 4
+    """A package version became READY (`version`)."""
+    SKILL_EVENT_TYPE_PACKAGE_DELETED: _SkillEventType.ValueType  # 5
+    """A READY package version was deleted (`version`)."""
+    SKILL_EVENT_TYPE_CURRENT_CHANGED: _SkillEventType.ValueType  # 6
+    """The current version changed from `from_version` to `to_version` (install with
+    activation, rollback, or a forced delete clearing it: empty means none).
+    """
+    SKILL_EVENT_TYPE_SYNCED: _SkillEventType.ValueType  # 7
+    """Not a change: the stream has replayed everything up to `seq` and follows new
+    changes from here. Sent once per stream, after the replay; `skill_id` is empty.
+    """
+
+class SkillEventType(_SkillEventType, metaclass=_SkillEventTypeEnumTypeWrapper):
+    """What a SkillEvent reports."""
+
+SKILL_EVENT_TYPE_UNSPECIFIED: SkillEventType.ValueType  # 0
+"""Not set; never sent."""
+SKILL_EVENT_TYPE_DEFINITION_CREATED: SkillEventType.ValueType  # 1
+"""A definition was created."""
+SKILL_EVENT_TYPE_DEFINITION_UPDATED: SkillEventType.ValueType  # 2
+"""A definition's `display_name`, `description`, `active` or `public` changed."""
+SKILL_EVENT_TYPE_DEFINITION_DELETED: SkillEventType.ValueType  # 3
+"""A definition was deleted (after its packages, each with its own event)."""
+SKILL_EVENT_TYPE_PACKAGE_READY: SkillEventType.ValueType  # 4
+"""A package version became READY (`version`)."""
+SKILL_EVENT_TYPE_PACKAGE_DELETED: SkillEventType.ValueType  # 5
+"""A READY package version was deleted (`version`)."""
+SKILL_EVENT_TYPE_CURRENT_CHANGED: SkillEventType.ValueType  # 6
+"""The current version changed from `from_version` to `to_version` (install with
+activation, rollback, or a forced delete clearing it: empty means none).
+"""
+SKILL_EVENT_TYPE_SYNCED: SkillEventType.ValueType  # 7
+"""Not a change: the stream has replayed everything up to `seq` and follows new
+changes from here. Sent once per stream, after the replay; `skill_id` is empty.
+"""
+Global___SkillEventType: _TypeAlias = SkillEventType  # noqa: Y015
+
 @_typing.final
 class SkillDefinition(_message.Message):
     """A skill: the management-layer record of one skill such as `pdf-tools`.
@@ -717,3 +769,64 @@ class ValidationReport(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ValidationReport: _TypeAlias = ValidationReport  # noqa: Y015
+
+@_typing.final
+class SkillEvent(_message.Message):
+    """One change of a skill, streamed by WatchSkills."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    SKILL_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    TO_VERSION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Position of the change in the change log: increases by one per change across
+    all skills (events the caller may not see leave gaps in its stream). Pass the
+    last one received as `since` to resume.
+    """
+    skill_id: _builtins.str
+    """The skill that changed; empty for SYNCED."""
+    type: Global___SkillEventType.ValueType
+    """What happened."""
+    version: _builtins.str
+    """PACKAGE_READY and PACKAGE_DELETED: the package version; CURRENT_CHANGED: the new
+    current version (empty when it was cleared).
+    """
+    from_version: _builtins.str
+    """CURRENT_CHANGED: the version that was current before; empty when none was."""
+    to_version: _builtins.str
+    """CURRENT_CHANGED: the version current now; empty when none is."""
+    tenant: _builtins.str
+    """The skill's owning tenant when the change was made; empty for a platform skill
+    and for SYNCED.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was made (the start of the writing transaction). Unset for
+        SYNCED.
+        """
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        skill_id: _builtins.str = ...,
+        type: Global___SkillEventType.ValueType = ...,
+        version: _builtins.str = ...,
+        from_version: _builtins.str = ...,
+        to_version: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_version", b"from_version", "seq", b"seq", "skill_id", b"skill_id", "tenant", b"tenant", "time", b"time", "to_version", b"to_version", "type", b"type", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkillEvent: _TypeAlias = SkillEvent  # noqa: Y015

@@ -130,6 +130,11 @@ class SkillServiceStub:
                 request_serializer=skillsvc_dot_v1_dot_skill__service__pb2.DownloadPackageRequest.SerializeToString,
                 response_deserializer=skillsvc_dot_v1_dot_skill__service__pb2.DownloadPackageResponse.FromString,
                 _registered_method=True)
+        self.WatchSkills = channel.unary_stream(
+                '/skillsvc.v1.SkillService/WatchSkills',
+                request_serializer=skillsvc_dot_v1_dot_skill__service__pb2.WatchSkillsRequest.SerializeToString,
+                response_deserializer=skillsvc_dot_v1_dot_resources__pb2.SkillEvent.FromString,
+                _registered_method=True)
 
 
 class SkillServiceServicer:
@@ -274,6 +279,39 @@ class SkillServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchSkills(self, request, context):
+        """Streams changes of skill definitions and packages, for runtimes that hot-reload:
+        definitions created, updated or deleted, versions becoming READY or deleted, and
+        changes of the current version, made on any replica, by any writer (the service,
+        `fsck --repair`, `restore`, an operator's SQL).
+
+        Only the changes the caller may see are sent: admins see every skill, other
+        callers their tenant's skills and public ones (as the skill was when the change
+        was made; an update that makes a skill private is still shown to those who could
+        see it before). Naming a skill the caller cannot see is not an error: its events
+        are simply not sent.
+
+        The stream first replays the retained changes after `since` (none when `since`
+        is unset), then sends one `SKILL_EVENT_TYPE_SYNCED` event, then every change as
+        it happens; it does not end by itself. To resume after a disconnect, call again
+        with `since` set to the `seq` of the last event received (SYNCED included):
+        nothing is lost and nothing repeated. To list and then watch without a race,
+        call WatchSkills without `since`, wait for SYNCED, list (ListSkillDefinitions,
+        GetPackage), then apply the events that follow.
+
+        OUT_OF_RANGE when `since` is older than the retained history (reason
+        `HISTORY_PRUNED`; `SKILLSVC_WATCH_RETENTION`, default 7 days) or ahead of it
+        (reason `SINCE_UNKNOWN`, e.g. after a restore): list again and watch without
+        `since`. A client that reads so slowly that the server would have to hold more
+        than 1000 events for it is served from the database instead; it gets
+        OUT_OF_RANGE only if it falls a whole retention behind. When the server shuts
+        down the stream ends with UNAVAILABLE (reason `SHUTTING_DOWN`): call again, with
+        `since`, on any replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SkillServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -356,6 +394,11 @@ def add_SkillServiceServicer_to_server(servicer, server):
                     servicer.DownloadPackage,
                     request_deserializer=skillsvc_dot_v1_dot_skill__service__pb2.DownloadPackageRequest.FromString,
                     response_serializer=skillsvc_dot_v1_dot_skill__service__pb2.DownloadPackageResponse.SerializeToString,
+            ),
+            'WatchSkills': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSkills,
+                    request_deserializer=skillsvc_dot_v1_dot_skill__service__pb2.WatchSkillsRequest.FromString,
+                    response_serializer=skillsvc_dot_v1_dot_resources__pb2.SkillEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -804,6 +847,33 @@ class SkillService:
             '/skillsvc.v1.SkillService/DownloadPackage',
             skillsvc_dot_v1_dot_skill__service__pb2.DownloadPackageRequest.SerializeToString,
             skillsvc_dot_v1_dot_skill__service__pb2.DownloadPackageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSkills(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/skillsvc.v1.SkillService/WatchSkills',
+            skillsvc_dot_v1_dot_skill__service__pb2.WatchSkillsRequest.SerializeToString,
+            skillsvc_dot_v1_dot_resources__pb2.SkillEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,6 +102,35 @@ class SkillServiceStub:
     """
     DownloadPackage: _grpc.UnaryStreamMultiCallable[_skill_service_pb2.DownloadPackageRequest, _skill_service_pb2.DownloadPackageResponse]
     """Streams a package's original archive: first `info`, then `chunk`s."""
+    WatchSkills: _grpc.UnaryStreamMultiCallable[_skill_service_pb2.WatchSkillsRequest, _resources_pb2.SkillEvent]
+    """Streams changes of skill definitions and packages, for runtimes that hot-reload:
+    definitions created, updated or deleted, versions becoming READY or deleted, and
+    changes of the current version, made on any replica, by any writer (the service,
+    `fsck --repair`, `restore`, an operator's SQL).
+
+    Only the changes the caller may see are sent: admins see every skill, other
+    callers their tenant's skills and public ones (as the skill was when the change
+    was made; an update that makes a skill private is still shown to those who could
+    see it before). Naming a skill the caller cannot see is not an error: its events
+    are simply not sent.
+
+    The stream first replays the retained changes after `since` (none when `since`
+    is unset), then sends one `SKILL_EVENT_TYPE_SYNCED` event, then every change as
+    it happens; it does not end by itself. To resume after a disconnect, call again
+    with `since` set to the `seq` of the last event received (SYNCED included):
+    nothing is lost and nothing repeated. To list and then watch without a race,
+    call WatchSkills without `since`, wait for SYNCED, list (ListSkillDefinitions,
+    GetPackage), then apply the events that follow.
+
+    OUT_OF_RANGE when `since` is older than the retained history (reason
+    `HISTORY_PRUNED`; `SKILLSVC_WATCH_RETENTION`, default 7 days) or ahead of it
+    (reason `SINCE_UNKNOWN`, e.g. after a restore): list again and watch without
+    `since`. A client that reads so slowly that the server would have to hold more
+    than 1000 events for it is served from the database instead; it gets
+    OUT_OF_RANGE only if it falls a whole retention behind. When the server shuts
+    down the stream ends with UNAVAILABLE (reason `SHUTTING_DOWN`): call again, with
+    `since`, on any replica.
+    """
 
 @_typing.type_check_only
 class SkillServiceAsyncStub(SkillServiceStub):
@@ -175,6 +204,35 @@ class SkillServiceAsyncStub(SkillServiceStub):
     """
     DownloadPackage: _aio.UnaryStreamMultiCallable[_skill_service_pb2.DownloadPackageRequest, _skill_service_pb2.DownloadPackageResponse]  # type: ignore[assignment]
     """Streams a package's original archive: first `info`, then `chunk`s."""
+    WatchSkills: _aio.UnaryStreamMultiCallable[_skill_service_pb2.WatchSkillsRequest, _resources_pb2.SkillEvent]  # type: ignore[assignment]
+    """Streams changes of skill definitions and packages, for runtimes that hot-reload:
+    definitions created, updated or deleted, versions becoming READY or deleted, and
+    changes of the current version, made on any replica, by any writer (the service,
+    `fsck --repair`, `restore`, an operator's SQL).
+
+    Only the changes the caller may see are sent: admins see every skill, other
+    callers their tenant's skills and public ones (as the skill was when the change
+    was made; an update that makes a skill private is still shown to those who could
+    see it before). Naming a skill the caller cannot see is not an error: its events
+    are simply not sent.
+
+    The stream first replays the retained changes after `since` (none when `since`
+    is unset), then sends one `SKILL_EVENT_TYPE_SYNCED` event, then every change as
+    it happens; it does not end by itself. To resume after a disconnect, call again
+    with `since` set to the `seq` of the last event received (SYNCED included):
+    nothing is lost and nothing repeated. To list and then watch without a race,
+    call WatchSkills without `since`, wait for SYNCED, list (ListSkillDefinitions,
+    GetPackage), then apply the events that follow.
+
+    OUT_OF_RANGE when `since` is older than the retained history (reason
+    `HISTORY_PRUNED`; `SKILLSVC_WATCH_RETENTION`, default 7 days) or ahead of it
+    (reason `SINCE_UNKNOWN`, e.g. after a restore): list again and watch without
+    `since`. A client that reads so slowly that the server would have to hold more
+    than 1000 events for it is served from the database instead; it gets
+    OUT_OF_RANGE only if it falls a whole retention behind. When the server shuts
+    down the stream ends with UNAVAILABLE (reason `SHUTTING_DOWN`): call again, with
+    `since`, on any replica.
+    """
 
 class SkillServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages skill definitions and their installed package versions.
@@ -341,5 +399,40 @@ class SkillServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_skill_service_pb2.DownloadPackageResponse], _abc.AsyncIterator[_skill_service_pb2.DownloadPackageResponse]]:
         """Streams a package's original archive: first `info`, then `chunk`s."""
+
+    @_abc_1.abstractmethod
+    def WatchSkills(
+        self,
+        request: _skill_service_pb2.WatchSkillsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_resources_pb2.SkillEvent], _abc.AsyncIterator[_resources_pb2.SkillEvent]]:
+        """Streams changes of skill definitions and packages, for runtimes that hot-reload:
+        definitions created, updated or deleted, versions becoming READY or deleted, and
+        changes of the current version, made on any replica, by any writer (the service,
+        `fsck --repair`, `restore`, an operator's SQL).
+
+        Only the changes the caller may see are sent: admins see every skill, other
+        callers their tenant's skills and public ones (as the skill was when the change
+        was made; an update that makes a skill private is still shown to those who could
+        see it before). Naming a skill the caller cannot see is not an error: its events
+        are simply not sent.
+
+        The stream first replays the retained changes after `since` (none when `since`
+        is unset), then sends one `SKILL_EVENT_TYPE_SYNCED` event, then every change as
+        it happens; it does not end by itself. To resume after a disconnect, call again
+        with `since` set to the `seq` of the last event received (SYNCED included):
+        nothing is lost and nothing repeated. To list and then watch without a race,
+        call WatchSkills without `since`, wait for SYNCED, list (ListSkillDefinitions,
+        GetPackage), then apply the events that follow.
+
+        OUT_OF_RANGE when `since` is older than the retained history (reason
+        `HISTORY_PRUNED`; `SKILLSVC_WATCH_RETENTION`, default 7 days) or ahead of it
+        (reason `SINCE_UNKNOWN`, e.g. after a restore): list again and watch without
+        `since`. A client that reads so slowly that the server would have to hold more
+        than 1000 events for it is served from the database instead; it gets
+        OUT_OF_RANGE only if it falls a whole retention behind. When the server shuts
+        down the stream ends with UNAVAILABLE (reason `SHUTTING_DOWN`): call again, with
+        `since`, on any replica.
+        """
 
 def add_SkillServiceServicer_to_server(servicer: SkillServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

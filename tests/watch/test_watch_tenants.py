@@ -1,0 +1,128 @@
+"""WatchSkills shows each caller what SPEC §7 lets it see, live and when replaying."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from skillsvc.server import build_server
+from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
+from tests.auth.conftest import ADMIN, OTHER_READER, READER, create, jwt_settings
+from tests.watch.conftest import Stub, Watch, watching
+
+
+@pytest.fixture
+async def jwt_stub(db_url: str, tmp_path: Path) -> AsyncIterator[Stub]:
+    app = await build_server(jwt_settings(db_url, tmp_path / "data"))
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            yield skill_service_pb2_grpc.SkillServiceStub(channel)
+    finally:
+        await app.stop(0)
+
+
+async def _set_public(stub: Stub, skill_id: str, public: bool) -> None:
+    await stub.UpdateSkillDefinition(
+        skill_service_pb2.UpdateSkillDefinitionRequest(
+            definition=resources_pb2.SkillDefinition(skill_id=skill_id, public=public),
+            update_mask=field_mask_pb2.FieldMask(paths=["public"]),
+        ),
+        metadata=ADMIN,
+    )
+
+
+def _seen(watch: Watch) -> list[tuple[str, str]]:
+    return [
+        (resources_pb2.SkillEventType.Name(e.type).removeprefix("SKILL_EVENT_TYPE_"), e.skill_id)
+        for e in watch.changes
+    ]
+
+
+async def _changes(stub: Stub) -> None:
+    """As an admin: one skill of each kind, then one made private, then a fence."""
+    await create(stub, "acme-private", ADMIN, tenant="acme")
+    await create(stub, "globex-private", ADMIN, tenant="globex")
+    await create(stub, "globex-public", ADMIN, tenant="globex", public=True)
+    await create(stub, "platform-skill", ADMIN)
+    # Going private: still shown to whoever saw it before; later changes are not.
+    await _set_public(stub, "globex-public", False)
+    await _set_public(stub, "globex-public", True)
+    await _set_public(stub, "globex-public", False)
+    await stub.UpdateSkillDefinition(
+        skill_service_pb2.UpdateSkillDefinitionRequest(
+            definition=resources_pb2.SkillDefinition(skill_id="globex-public", description="x"),
+            update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+        ),
+        metadata=ADMIN,
+    )
+    # Seen by everyone, last: once a watcher has it, it has everything before it.
+    await create(stub, "zz-fence", ADMIN)
+
+
+ACME_SEES = [
+    ("DEFINITION_CREATED", "acme-private"),
+    ("DEFINITION_CREATED", "globex-public"),
+    ("DEFINITION_CREATED", "platform-skill"),
+    ("DEFINITION_UPDATED", "globex-public"),
+    ("DEFINITION_UPDATED", "globex-public"),
+    ("DEFINITION_UPDATED", "globex-public"),
+    ("DEFINITION_CREATED", "zz-fence"),
+]
+GLOBEX_SEES = [
+    ("DEFINITION_CREATED", "globex-private"),
+    ("DEFINITION_CREATED", "globex-public"),
+    ("DEFINITION_CREATED", "platform-skill"),
+    *[("DEFINITION_UPDATED", "globex-public")] * 4,
+    ("DEFINITION_CREATED", "zz-fence"),
+]
+
+
+async def test_each_caller_sees_its_tenant_and_public_skills_and_admins_all(
+    jwt_stub: Stub,
+) -> None:
+    stub = jwt_stub
+    async with (
+        watching(stub, metadata=ADMIN) as admin,
+        watching(stub, metadata=READER) as acme,
+        watching(stub, metadata=OTHER_READER) as globex,
+        watching(stub, skill_ids=("globex-private",), metadata=READER) as prying,
+        watching(stub, skill_ids=("globex-private", "acme-private"), metadata=READER) as named,
+    ):
+        for watch in (admin, acme, globex, prying, named):
+            await watch.synced()
+        await _changes(stub)
+        await admin.count(9)
+        await acme.count(len(ACME_SEES))
+        await globex.count(len(GLOBEX_SEES))
+        await named.count(1)
+        # The fence reached the admin's stream: had anything reached the prying one,
+        # it would be there by now (one hub reads and hands out every page).
+        since = admin.changes[0].seq - 1
+    assert [name for _, name in _seen(admin)] == [
+        "acme-private",
+        "globex-private",
+        "globex-public",
+        "platform-skill",
+        *["globex-public"] * 4,
+        "zz-fence",
+    ]
+    assert _seen(acme) == ACME_SEES
+    assert _seen(globex) == GLOBEX_SEES
+    assert prying.changes == []
+    assert _seen(named) == [("DEFINITION_CREATED", "acme-private")]
+    assert {e.tenant for e in acme.changes} == {"acme", "globex", ""}
+    # Replaying from the table applies the same rule.
+    async with (
+        watching(stub, since=since, metadata=READER) as acme_again,
+        watching(stub, since=since, skill_ids=("globex-private",), metadata=READER) as pry_again,
+    ):
+        await acme_again.synced()
+        await pry_again.synced()
+    assert _seen(acme_again) == ACME_SEES
+    assert [e.seq for e in acme_again.changes] == [e.seq for e in acme.changes]
+    assert pry_again.changes == []
