@@ -520,6 +520,8 @@ class Materialiser:
                     files,
                     self._limits,
                 )
+                # The slow flush before the lock, as installs do; under it, a rename.
+                await blocking(self._store.seal_package, work / "tree")
             except SkillsvcError as exc:
                 if exc.reason == CORRUPT_REASON:
                     raise Refused("corrupt", exc.message) from exc
