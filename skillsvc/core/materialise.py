@@ -25,7 +25,7 @@ Races, and why they are safe:
   skill's advisory lock, after re-reading the database under it. Installs, rollbacks
   and deletions change the store under the same lock, so a reconcile can neither undo
   a newer change nor place a version a deletion has just removed.
-- The expensive part (fetch, extract, check) runs outside that lock, in private
+- The expensive part (fetch, extract, check, flush) runs outside that lock, in private
   staging. Processes of one host that share a store (``SKILLSVC_WORKERS`` > 1, or a
   node that just installed the version itself) would each do it: a per-skill ``flock``
   on ``locks/<skill>`` lets one do it while the others wait, then find the
@@ -107,6 +107,12 @@ def _relaxed(limits: Limits, size: int, files: Sequence[tuple[str, int, str]]) -
     )
 
 
+def _difference(extracted: bool, recorded: bool) -> str:
+    if not extracted:
+        return "missing"
+    return "differs" if recorded else "unexpected"
+
+
 def extract_and_check(
     archive: Path,
     dest: Path,
@@ -126,11 +132,14 @@ def extract_and_check(
         raise Refused(
             "corrupt", f"the archive's SHA-256 is {report.sha256}, not the recorded {sha256}"
         )
-    extracted = {(f.path, f.size, f.sha256) for f in report.files}
-    recorded = {(path, size, digest.lower()) for path, size, digest in files}
+    extracted = {f.path: (f.size, f.sha256) for f in report.files}
+    recorded = {path: (nbytes, digest.lower()) for path, nbytes, digest in files}
     if extracted != recorded:
-        problems = [f"{p}: not as recorded" for p, _s, _d in sorted(extracted - recorded)]
-        problems += [f"{p}: missing" for p, _s, _d in sorted(recorded - extracted)]
+        problems = [
+            f"{path}: {_difference(path in extracted, path in recorded)}"
+            for path in sorted(extracted.keys() | recorded.keys())
+            if extracted.get(path) != recorded.get(path)
+        ]
         shown = "; ".join(problems[:_MAX_SHOWN])
         more = len(problems) - _MAX_SHOWN
         raise Refused(
