@@ -215,6 +215,11 @@ class App:
         # can scrape at once.
         if self.settings.metrics_addr:
             self._metrics_server = _start_metrics(self.settings.metrics_addr)
+        # grpc's servicer starts with "" SERVING: say NOT_SERVING until the first probe
+        # (and, on a node catching up, until it has the files), or a probe arriving in
+        # between would see a node that is not ready as ready.
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.check_health()
@@ -271,8 +276,10 @@ class App:
     async def check_health(self) -> bool:
         """Probe the database and the store once and publish the result.
 
-        Any failure of the probe (not only the expected ones) means NOT_SERVING. The
-        change is logged, not every probe: WARNING when it goes, INFO when it is back.
+        Any failure of the probe (not only the expected ones) means NOT_SERVING, and so
+        does a start-up catch-up still materialising current versions (a runtime beside
+        this node would not find their files yet). The change is logged, not every
+        probe: WARNING when it goes, INFO when it is back (and while catching up).
         """
         healthy = True
         cause = ""
@@ -290,8 +297,10 @@ class App:
         if healthy != self._healthy:
             if healthy:
                 logger.info("health: SERVING (database and store answer, caught up)")
-            else:
+            elif self.materialiser.caught_up:
                 logger.warning("health: NOT_SERVING: %s", cause)
+            else:
+                logger.info("health: NOT_SERVING: %s", cause)
         self._healthy = healthy
         status = (
             health_pb2.HealthCheckResponse.SERVING
