@@ -29,6 +29,7 @@ from skillsvc.api import (
 )
 from skillsvc.auth import Authenticator, JwtAuthentication, build_authenticator, load_key_set
 from skillsvc.config import ConfigError, Settings
+from skillsvc.core.archive_work import ArchiveWork
 from skillsvc.core.cache import ReadCache
 from skillsvc.core.catalog import Catalog
 from skillsvc.core.definitions import Definitions
@@ -164,6 +165,8 @@ class App:
     """The standard health service."""
     installer: Installer
     """The install pipeline."""
+    archives: ArchiveWork
+    """The processes (or threads) that read and extract archives."""
     hub: ProgressHub
     """Progress fan-out to watchers."""
     listener: Listener
@@ -188,6 +191,7 @@ class App:
         """Recover, then serve RPCs and start probing health."""
         await self.listener.start()
         self.cache.connected()
+        await self.archives.start()
         await self.installer.start()
         # /metrics answers before health says SERVING, so whoever waits for SERVING
         # can scrape at once.
@@ -298,6 +302,7 @@ class App:
             if isinstance(result, BaseException):
                 logger.warning("stopping failed", exc_info=result)
         for name, step in (
+            ("the archive processes", self.archives.stop),
             ("the LISTEN connection", self.listener.stop),
             ("the metrics endpoint", self._stop_metrics),
             ("the connection pool", self.db.close),
@@ -419,7 +424,10 @@ async def build_server(
             db, max_skills_per_tenant=settings.max_skills_per_tenant, cache=cache
         )
         hub = ProgressHub()
-        installer = Installer(db, store, definitions, installer_settings(settings))
+        archives = ArchiveWork(settings.archive_processes)
+        installer = Installer(
+            db, store, definitions, installer_settings(settings), archives=archives
+        )
 
         def reconnected() -> None:
             hub.resync()
@@ -490,6 +498,7 @@ async def build_server(
         health=health_servicer,
         port=port,
         installer=installer,
+        archives=archives,
         hub=hub,
         listener=listener,
         cache=cache,

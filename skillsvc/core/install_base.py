@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from skillsvc.core.definitions import Definitions
 from skillsvc.core.install_requests import InstallerSettings, InstallRequest
@@ -27,6 +27,9 @@ from skillsvc.errors import (
 )
 from skillsvc.intake import Spooled
 from skillsvc.store import Store, store_error
+
+if TYPE_CHECKING:
+    from skillsvc.core.archive_work import ArchiveWork
 
 # One logger for every part of the installer, as when it was one module.
 logger = logging.getLogger("skillsvc.core.installs")
@@ -150,9 +153,12 @@ class InstallerBase:
         definitions: Definitions,
         settings: InstallerSettings,
         *,
+        archives: ArchiveWork,
         instance_id: str | None = None,
     ) -> None:
         self._db = db
+        # Where archives are read and extracted (worker processes or threads).
+        self._archives = archives
         self._store = store
         self._definitions = definitions
         self._settings = settings
