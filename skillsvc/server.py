@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,15 @@ LIVENESS_SERVICE_NAME = "liveness"
 """A health service name that is SERVING from start-up until shutdown begins, whatever
 the database does: for liveness probes, which must not restart a process because its
 database is away (readiness, service "", follows the database and the store)."""
+GIL_SWITCH_INTERVAL_SECONDS = 0.001
+"""How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
+
+The event loop releases the GIL at every system call (each socket read and write, each
+poll), and a worker thread busy with Python code (extraction, the store's path checks)
+may then keep it for a whole interval before the loop gets it back: during installs
+that wait, repeated, made health checks queue. With 1 ms, scenario 7's health ``Check``
+p99 fell from 95 to 69 ms and from 120 to 92 ms in two interleaved pairs of full runs
+(throughput unchanged). See the README's Performance section."""
 # Callable without a token (SPEC §7): probes and grpcurl's discovery.
 PUBLIC_SERVICES = frozenset({HEALTH_SERVICE_NAME, reflection.SERVICE_NAME})
 
@@ -189,6 +199,7 @@ class App:
 
     async def start(self) -> None:
         """Recover, then serve RPCs and start probing health."""
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
         await self.listener.start()
         self.cache.connected()
         await self.archives.start()
