@@ -155,7 +155,7 @@ class Settings:
     """Install concurrency."""
     archive_processes: int = _setting(
         "SKILLSVC_ARCHIVE_PROCESSES",
-        0,
+        1,
         "Processes per worker that read, hash and extract archives (spawned at start-up, "
         "about 50 MiB each), so that work does not hold the event loop's GIL; `0` runs it "
         "in threads.",
