@@ -167,6 +167,14 @@ class Settings:
         "Installs that run at once per process; more wait in the QUEUED stage.",
     )
     """Install concurrency."""
+    archive_processes: int = _setting(
+        "SKILLSVC_ARCHIVE_PROCESSES",
+        1,
+        "Processes per worker that read, hash and extract archives (spawned at start-up, "
+        "about 50 MiB each), so that work does not hold the event loop's GIL; `0` runs it "
+        "in threads.",
+    )
+    """Archive worker processes per serving process (0: threads)."""
     max_queued_installs: int = _setting(
         "SKILLSVC_MAX_QUEUED_INSTALLS",
         1000,
@@ -453,6 +461,7 @@ class Settings:
                 raise ConfigError(f"{_env_name(name)}: must be greater than 0")
         non_negative = (
             "shutdown_grace_seconds",
+            "archive_processes",
             "url_max_redirects",
             "jwt_leeway_seconds",
             "read_cache_entries",
@@ -574,6 +583,7 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "max_files": int,
     "max_file_bytes": int,
     "max_concurrent_installs": int,
+    "archive_processes": int,
     "max_queued_installs": int,
     "heartbeat_seconds": float,
     "failed_retention_seconds": parse_duration,
