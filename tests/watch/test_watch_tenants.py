@@ -22,6 +22,7 @@ from tests.auth.conftest import (
     jwt_settings,
     mint,
 )
+from tests.helpers import reason
 from tests.packages import skill_archive
 from tests.watch.conftest import Stub, Watch, watching
 
@@ -169,3 +170,30 @@ async def test_each_caller_sees_its_tenant_and_public_skills_and_admins_all(
     assert _seen(globex_again) == GLOBEX_SEES
     assert [e.seq for e in globex_again.changes] == [e.seq for e in globex.changes]
     assert pry_again.changes == []
+
+
+async def test_the_stream_ends_unauthenticated_when_its_token_expires(
+    db_url: str, tmp_path: Path
+) -> None:
+    app = await build_server(jwt_settings(db_url, tmp_path / "data", jwt_leeway_seconds=0))
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stub = skill_service_pb2_grpc.SkillServiceStub(channel)
+            expiring = bearer(mint("bob@acme", "acme", ["reader"], ttl=2))
+            async with watching(stub, metadata=expiring) as watch:
+                await watch.synced()
+                await create(stub, "before-exp", ADMIN)
+                await watch.count(1)
+                error = await watch.ending(timeout=10)
+            assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert reason(error) == "TOKEN_EXPIRED"
+            assert [name for _, name in _seen(watch)] == ["before-exp"]
+            # Resumed with a fresh token from the last seq: nothing lost meanwhile.
+            await create(stub, "after-exp", ADMIN)
+            fresh = bearer(mint("bob@acme", "acme", ["reader"]))
+            async with watching(stub, since=watch.events[-1].seq, metadata=fresh) as resumed:
+                await resumed.synced()
+            assert [name for _, name in _seen(resumed)] == ["after-exp"]
+    finally:
+        await app.stop(0)
