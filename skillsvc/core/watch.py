@@ -13,8 +13,11 @@ filtered). It starts from the table (replaying from ``since``), then follows the
 hub's pages. Whenever it cannot be sure to have everything after its position (a
 page that starts past it, a queue that overflowed because the client reads slowly),
 it goes back to the table from its position, so nothing is lost and nothing repeated,
-and its memory stays bounded by ``max_queued`` events. A position older than the
-retained history is ``OUT_OF_RANGE``.
+and its memory stays bounded by ``max_queued`` events. It does so too when a skill
+went private (an event that ``narrows``): the table then hides the skill's earlier
+events, which pages read before still show. A position older than the retained
+history is ``OUT_OF_RANGE``; a quiet watcher is sent its position now and then so
+that its client's last seq does not become one.
 """
 
 from __future__ import annotations
@@ -271,8 +274,10 @@ class WatchHub:
     ) -> AsyncGenerator[SkillEvent | Synced, None]:
         """Events after ``since`` (None: from now) that ``visible_to`` may see, forever.
 
-        First the retained history after ``since``, then one :class:`Synced`, then
-        each change as it is published. Ends with UNAVAILABLE when the server shuts
+        First the retained history after ``since``, then a :class:`Synced`, then
+        each change as it is published, and another :class:`Synced` (a position
+        marker) when the position moved past events the caller may not see and
+        nothing was sent for ``marker_interval``. Ends with UNAVAILABLE when the server shuts
         down; OUT_OF_RANGE when ``since`` (or the watcher's position, should the
         client fall a whole retention behind) is no longer retained.
         """
