@@ -9,6 +9,10 @@
 -- DEFINITION_UPDATED that narrowed it stays visible to those who could see the skill
 -- before (it tells a watcher that knew the skill to drop it; it carries the id only).
 --
+-- A deletion hides nothing: a deleted definition is no one's private definition, its
+-- events were visible to exactly those who could see it until then, and they need the
+-- DEFINITION_DELETED to drop it. (A private skill's events were private all along.)
+--
 -- Why rewrite the rows rather than filter replays against skill_definitions: a skill
 -- goes private rarely and has few events, while every replay and every live page is
 -- read many times; a deleted definition has no row to join; and the rewrite happens
