@@ -202,7 +202,8 @@ class Settings:
         7 * 24 * 3600.0,
         "How long the change log behind WatchSkills keeps events: a client resuming "
         "with a `since` older than this gets OUT_OF_RANGE and lists again. Seconds, or "
-        "a number with s, m, h or d. Pruned by the running server.",
+        "a number with s, m, h or d. Pruned by the running server. Quiet streams get a "
+        "position marker every hour or quarter of this, whichever is shorter.",
         display="7d",
     )
     """Retention of the WatchSkills change log."""
