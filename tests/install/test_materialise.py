@@ -116,7 +116,8 @@ async def test_rows_deleted_elsewhere_take_their_files_with_them(
     await db.execute("DELETE FROM skill_packages WHERE version = '1.0.0'")
     peer = _materialiser(app, "peer")
     await peer.reconcile(skill)
-    assert sorted(p.name for p in skill_dir.iterdir()) == ["1.1.0", "current"]
+    # The mark of 1.0.0 went with its tree.
+    assert sorted(p.name for p in skill_dir.iterdir()) == [".1.1.0.sha256", "1.1.0", "current"]
     async with db.transaction():
         await db.execute("DELETE FROM skill_packages")
         await db.execute("DELETE FROM skill_definitions")
