@@ -186,3 +186,33 @@ async def test_files_that_differ_from_the_recorded_digests_are_refused(
     assert "differs" in error.details()
     assert app.store.current_version(skill) == "1.1.0"
     assert not (app.store.root / "packages" / skill / "1.0.0").exists()
+
+
+async def test_an_unmarked_tree_is_trusted_only_if_its_files_are_the_installed_ones(
+    app: App, stub: Stub, skill: str
+) -> None:
+    await _install(stub, skill, "1.0.0", "1.1.0")
+    marks = app.store.root / "packages" / skill
+    sha = {v: app.store.placed_sha256(skill, v) for v in ("1.0.0", "1.1.0")}
+    assert all(sha.values()), "installs mark their trees"
+    # As an older release or fsck --repair leaves them: unmarked.
+    for version in ("1.0.0", "1.1.0"):
+        os.unlink(marks / f".{version}.sha256")
+    # 1.0.0's tree holds other bytes under the same name (another archive's files).
+    run = marks / "1.0.0" / "scripts" / "run.sh"
+    os.chmod(run.parent, 0o755)
+    os.chmod(run, 0o755)
+    run.write_text("#!/bin/sh\necho not what was installed\n")
+    fetched = _fetches()
+    # The current one's files match the record: marked, nothing fetched.
+    await _materialiser(app, "peer").reconcile(skill)
+    assert app.store.placed_sha256(skill, "1.1.0") == sha["1.1.0"]
+    assert _fetches() == fetched
+    # Rolling back to the other fetches it again instead of failing its check.
+    await stub.Rollback(
+        skill_service_pb2.RollbackRequest(skill_id=skill, target_version="1.0.0", reason="r")
+    )
+    assert _fetches() - fetched == 1
+    assert app.store.current_version(skill) == "1.0.0"
+    assert app.store.placed_sha256(skill, "1.0.0") == sha["1.0.0"]
+    assert app.store.verify_tree(skill, "1.0.0", await _files(app, skill, "1.0.0")) == []
