@@ -15,8 +15,10 @@ When it runs: for each ``skillsvc_catalog`` notification (the payload is a skill
 sent by triggers on every definition and package change), for every skill when the
 LISTEN connection comes back (notifications may have been lost), and once for every
 skill at start-up (the catch-up pass, so a node that joins empty serves every current
-version). A skill that fails is retried with backoff (1 s doubling to 60 s) and
-counted; the version current before stays current meanwhile.
+version). A skill that fails is retried with backoff (1 s doubling to 60 s, or to
+10 min when its archive was refused as damaged or missing, which does not pass by
+itself) and counted; any change to the skill is tried at once whatever the backoff;
+the version current before stays current meanwhile.
 
 Races, and why they are safe:
 
@@ -193,6 +195,7 @@ class Materialiser:
         on_caught_up: Callable[[], Any] | None = None,
         retry_base_seconds: float = 1.0,
         retry_cap_seconds: float = 60.0,
+        refused_cap_seconds: float = 600.0,
     ) -> None:
         self._db = db
         self._store = store
@@ -209,6 +212,10 @@ class Materialiser:
         """Called once, when the start-up catch-up pass completes."""
         self._retry_base = retry_base_seconds
         self._retry_cap = retry_cap_seconds
+        # A refusal (archive damaged or missing) does not pass by itself: retrying it
+        # every minute re-downloads the archive on every node forever. A change to the
+        # skill (its notification) is tried at once whatever the backoff says.
+        self._refused_cap = refused_cap_seconds
         self._dirty: set[str] = set()
         self._catching: set[str] = set()  # a catch-up pass has yet to check these
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -274,6 +281,7 @@ class Materialiser:
         backoff = self._failing.setdefault(
             skill_id, Backoff(base=self._retry_base, cap=self._retry_cap)
         )
+        backoff.cap = self._refused_cap if permanent else self._retry_cap
         delay = backoff.next_delay()
         if backoff.failures == 1:
             level = logging.ERROR if permanent else logging.WARNING
@@ -295,6 +303,13 @@ class Materialiser:
             self._retries[skill_id] = asyncio.get_running_loop().call_later(
                 delay, self._retry, skill_id
             )
+
+    def next_retry(self, skill_id: str) -> float | None:
+        """Seconds until ``skill_id``'s next retry, None when none is scheduled."""
+        handle = self._retries.get(skill_id)
+        if handle is None:
+            return None
+        return max(handle.when() - asyncio.get_running_loop().time(), 0.0)
 
     def _retry(self, skill_id: str) -> None:
         self._retries.pop(skill_id, None)

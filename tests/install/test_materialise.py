@@ -107,6 +107,36 @@ async def test_a_damaged_archive_is_refused_and_the_link_stays(
     assert not (app.store.root / "packages" / skill / "1.1.0").exists()
 
 
+async def test_a_refused_archive_is_retried_ever_more_slowly_up_to_ten_minutes(
+    app: App, stub: Stub, skill: str
+) -> None:
+    """Each retry of a damaged archive downloads it again: back off past a minute."""
+    await _install(stub, skill, "1.0.0", "1.1.0")
+    package = await app.db.repo.get_package(skill, "1.1.0", None)
+    assert package is not None
+    _forget(app, skill, "1.1.0")
+    app.store.activate(skill, "1.0.0")
+    _damage_blob(app, package.sha256)
+    peer = Materialiser(
+        app.db,
+        app.store,
+        app.blobs,
+        installer_settings(app.settings).limits,
+        "peer",
+        retry_base_seconds=60.0,
+    )
+    try:
+        delays = []
+        for _ in range(5):
+            await peer._attempt(skill, observe_lag=False)
+            delays.append(peer.next_retry(skill))
+        # 60 s doubling with full jitter: [30, 60], [60, 120], ..., capped at 600.
+        assert all(d is not None and d <= 600 for d in delays), delays
+        assert (delays[-1] or 0) >= 300, f"a refusal is retried every minute: {delays}"
+    finally:
+        await peer.stop()
+
+
 async def test_rows_deleted_elsewhere_take_their_files_with_them(
     app: App, stub: Stub, skill: str, db: asyncpg.Connection
 ) -> None:
