@@ -368,7 +368,7 @@ class Store:
             _fsops.make_durable(tree, use_syncfs=self.use_syncfs)
 
     def place_package(
-        self, tree: Path, skill_id: str, version: str, *, sha256: str | None = None
+        self, tree: Path, skill_id: str, version: str, sha256: str | None = None
     ) -> Path:
         """Move a sealed tree (see :meth:`seal_package`) into place; returns its directory.
 
