@@ -24,7 +24,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from skillsvc.server import App
+from skillsvc.core.maintenance import fsck
+from skillsvc.server import App, installer_settings
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 from tests.helpers import expect_status, reason
 from tests.install.conftest import create_skill, events, install
@@ -227,3 +228,95 @@ async def test_after_a_lost_notification_the_reconnected_node_catches_up(
     # B's LISTEN connection drops and comes back: B reconciles every skill.
     assert await db.fetchval("SELECT pg_terminate_backend($1)", b.listener.backend_pid)
     await _poll(_has("1.0.0")(b.store.root.parent), PROPAGATION_BOUND_SECONDS)
+
+
+async def test_a_version_installed_again_with_other_bytes_while_a_node_is_down_is_fetched_again(
+    seaweed: SeaweedS3,
+    s3_bucket: str,
+    make_app: Callable[..., Awaitable[App]],
+    tmp_path: Path,
+) -> None:
+    """A tree is trusted by the archive it came from, not by its version's name."""
+    shared = {"blob_store": s3_bucket, "blob_store_options": seaweed.options()}
+    a = await make_app(data_dir=tmp_path / "a", **shared)
+    b = await make_app(data_dir=tmp_path / "b", **shared)
+    b_dir = b.store.root.parent
+
+    async def put(stub: Stub, version: str, text: str, *, activate: bool = True) -> None:
+        data = skill_archive(SKILL, version, description=text)
+        op = await install(stub, SKILL, data, activate=activate)
+        assert (await events(stub, op.operation_id))[-1].stage == resources_pb2.INSTALL_STAGE_DONE
+
+    async with grpc.aio.insecure_channel(a.address) as chan:
+        stub = Stub(chan)
+        await create_skill(stub, SKILL)
+        await put(stub, "1.0.0", "OLD BYTES X")
+        await _poll(lambda: "OLD BYTES X" in (_current_text(b_dir) or ""))
+        await put(stub, "1.1.0", "OLD BYTES X2")
+        await _poll(lambda: "OLD BYTES X2" in (_current_text(b_dir) or ""))
+        # B now holds 1.0.0 (not current) and 1.1.0 (current) from the old archives.
+        await b.stop(0)
+        await put(stub, "2.0.0", "two")
+        for version in ("1.0.0", "1.1.0"):
+            await stub.DeletePackage(
+                skill_service_pb2.DeletePackageRequest(skill_id=SKILL, version=version)
+            )
+        await put(stub, "1.0.0", "NEW BYTES Y", activate=False)
+        await put(stub, "1.1.0", "NEW BYTES Y2")  # current again, under the same name
+    b = await make_app(data_dir=b_dir, **shared)
+    async with asyncio.timeout(60):
+        while not b.materialiser.caught_up:
+            await asyncio.sleep(0.01)
+    assert "NEW BYTES Y2" in (_current_text(b_dir) or ""), "B serves the old 1.1.0"
+    # Rolling back on B to the other version installed again fetches it (it used to
+    # fail its integrity check against the old tree).
+    async with grpc.aio.insecure_channel(b.address) as chan:
+        op = await _rollback(Stub(chan), "1.0.0")
+    assert op.to_version == "1.0.0"
+    assert "NEW BYTES Y" in (_current_text(b_dir) or "")
+    package = await b.db.repo.get_package(SKILL, "1.0.0", None)
+    assert package is not None
+    assert b.store.placed_sha256(SKILL, "1.0.0") == package.sha256
+
+
+async def test_a_version_fsck_marked_failed_and_installed_again_is_fetched_again(
+    seaweed: SeaweedS3,
+    s3_bucket: str,
+    make_app: Callable[..., Awaitable[App]],
+    tmp_path: Path,
+) -> None:
+    """fsck --repair marks a version FAILED; B keeps its tree; a re-install under the
+    same name with other bytes must not make B switch to that old tree."""
+    shared = {"blob_store": s3_bucket, "blob_store_options": seaweed.options()}
+    a = await make_app(data_dir=tmp_path / "a", **shared)
+    b = await make_app(data_dir=tmp_path / "b", **shared)
+    b_dir = b.store.root.parent
+    async with grpc.aio.insecure_channel(a.address) as chan:
+        stub = Stub(chan)
+        await create_skill(stub, SKILL)
+        for version, text in (("1.0.0", "OLD BYTES X"), ("1.1.0", "one one")):
+            op = await install(stub, SKILL, skill_archive(SKILL, version, description=text))
+            assert (await events(stub, op.operation_id))[-1].stage == (
+                resources_pb2.INSTALL_STAGE_DONE
+            )
+            await _poll(lambda t=text: t in (_current_text(b_dir) or ""))  # type: ignore[misc]
+        old = await stub.GetPackage(
+            skill_service_pb2.GetPackageRequest(skill_id=SKILL, version="1.0.0")
+        )
+        _corrupt_blob(seaweed, s3_bucket, old.sha256)
+        report = await fsck(
+            a.db,
+            a.store,
+            repair=True,
+            limits=installer_settings(a.settings).limits,
+            stale_after=60,
+            blobs=a.blobs,
+        )
+        assert [d["repair"] for d in report["damaged_packages"]] == [
+            "marked FAILED: its archive is missing or damaged "
+            "(fsck cannot recreate the bytes; restore them from a backup)"
+        ]
+        assert (b_dir / "store" / "packages" / SKILL / "1.0.0").is_dir()
+        op = await install(stub, SKILL, skill_archive(SKILL, "1.0.0", description="NEW BYTES Y"))
+        assert (await events(stub, op.operation_id))[-1].stage == resources_pb2.INSTALL_STAGE_DONE
+    await _poll(lambda: "NEW BYTES Y" in (_current_text(b_dir) or ""), PROPAGATION_BOUND_SECONDS)

@@ -15,8 +15,10 @@ When it runs: for each ``skillsvc_catalog`` notification (the payload is a skill
 sent by triggers on every definition and package change), for every skill when the
 LISTEN connection comes back (notifications may have been lost), and once for every
 skill at start-up (the catch-up pass, so a node that joins empty serves every current
-version). A skill that fails is retried with backoff (1 s doubling to 60 s) and
-counted; the version current before stays current meanwhile.
+version). A skill that fails is retried with backoff (1 s doubling to 60 s, or to
+10 min when its archive was refused as damaged or missing, which does not pass by
+itself) and counted; any change to the skill is tried at once whatever the backoff;
+the version current before stays current meanwhile.
 
 Races, and why they are safe:
 
@@ -29,10 +31,18 @@ Races, and why they are safe:
   staging. Processes of one host that share a store (``SKILLSVC_WORKERS`` > 1, or a
   node that just installed the version itself) would each do it: a per-skill ``flock``
   on ``locks/<skill>`` lets one do it while the others wait, then find the
-  tree in place and only check the link. Lock order is always flock, then the
-  database lock; nobody holding the database lock waits for a flock, so there is no
-  deadlock. Were the flock lost, the outcome would still be right: placing refuses
-  to replace an existing tree (:meth:`Store.place_version`).
+  tree in place and only check the link. Lock order is always the host lock, then
+  the database lock; nobody holding the database lock waits for a host lock, so
+  there is no deadlock. Were the host lock lost, the outcome would still be right:
+  placing keeps a tree placed from the same archive (:meth:`Store.place_version`).
+- A version's name says nothing about its bytes: it may be deleted and installed
+  again with other bytes while this node is down, or its listener is away, or after
+  ``fsck --repair`` marked it FAILED. So a tree here is trusted only if it was placed
+  from the archive the database now records for the version (the mark
+  :meth:`Store.placed_sha256` that installs and materialisations write beside it), or,
+  when unmarked, if its files match the digests recorded at install (it is marked
+  then). Any other tree of that name counts as absent: materialised again, it
+  replaces the stale one under the skill's lock.
 - Within one process, one task per skill runs at a time; a change heard while it
   runs makes it run again.
 """
@@ -42,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import time
@@ -89,7 +98,8 @@ class Refused(Exception):
 @dataclasses.dataclass(frozen=True)
 class _Local:
     link: str | None
-    versions: frozenset[str]
+    versions: dict[str, str | None]
+    """Each version directory here with the archive digest it was placed from."""
     exists: bool
 
 
@@ -185,6 +195,7 @@ class Materialiser:
         on_caught_up: Callable[[], Any] | None = None,
         retry_base_seconds: float = 1.0,
         retry_cap_seconds: float = 60.0,
+        refused_cap_seconds: float = 600.0,
     ) -> None:
         self._db = db
         self._store = store
@@ -201,6 +212,10 @@ class Materialiser:
         """Called once, when the start-up catch-up pass completes."""
         self._retry_base = retry_base_seconds
         self._retry_cap = retry_cap_seconds
+        # A refusal (archive damaged or missing) does not pass by itself: retrying it
+        # every minute re-downloads the archive on every node forever. A change to the
+        # skill (its notification) is tried at once whatever the backoff says.
+        self._refused_cap = refused_cap_seconds
         self._dirty: set[str] = set()
         self._catching: set[str] = set()  # a catch-up pass has yet to check these
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -266,6 +281,7 @@ class Materialiser:
         backoff = self._failing.setdefault(
             skill_id, Backoff(base=self._retry_base, cap=self._retry_cap)
         )
+        backoff.cap = self._refused_cap if permanent else self._retry_cap
         delay = backoff.next_delay()
         if backoff.failures == 1:
             level = logging.ERROR if permanent else logging.WARNING
@@ -287,6 +303,13 @@ class Materialiser:
             self._retries[skill_id] = asyncio.get_running_loop().call_later(
                 delay, self._retry, skill_id
             )
+
+    def next_retry(self, skill_id: str) -> float | None:
+        """Seconds until ``skill_id``'s next retry, None when none is scheduled."""
+        handle = self._retries.get(skill_id)
+        if handle is None:
+            return None
+        return max(handle.when() - asyncio.get_running_loop().time(), 0.0)
 
     def _retry(self, skill_id: str) -> None:
         self._retries.pop(skill_id, None)
@@ -312,27 +335,39 @@ class Materialiser:
         False (health stays NOT_SERVING) unless nothing was missing.
         """
         MATERIALISE_CAUGHT_UP.set(0)
-        currents = await self._db.repo.list_current_versions()
+        currents = [
+            c for c in await self._db.repo.list_current_versions() if is_valid_skill_name(c[0])
+        ]
         on_disk = await asyncio.to_thread(self._store.versions_on_disk)
-        currents = [(s, v) for s, v in currents if is_valid_skill_name(s)]
-        links = await asyncio.to_thread(
-            lambda: {s: self._store.current_version(s) for s, _ in currents}
-        )
+        links, marks = await asyncio.to_thread(self._links_and_marks, currents)
         behind = 0
-        for skill_id, version in currents:
-            if links[skill_id] == version:
+        for skill_id, version, sha256 in currents:
+            # A tree is this version only if it came from this version's archive: the
+            # version may have been deleted and installed again while we were down.
+            here = version is None or (sha256 and marks[skill_id] == sha256)
+            if here and links[skill_id] == version:
                 continue
-            if version is None or version in on_disk.get(skill_id, ()):
+            if here:
                 await self.reconcile(skill_id, fetch=False)
             else:
-                behind += 1
-        known = {skill_id for skill_id, _ in currents}
+                behind += 1  # the catch-up pass fetches it (or checks an unmarked tree)
+        known = {skill_id for skill_id, _, _ in currents}
         behind += sum(1 for skill_id in on_disk if skill_id not in known)
         if not behind:
             self._set_caught_up(0, 0.0)
         else:
             logger.info("catch-up: %d skill(s) to materialise or remove", behind)
         self._spawn(self._catch_up(first=True), "materialise-catch-up")
+
+    def _links_and_marks(
+        self, currents: Sequence[tuple[str, str | None, str]]
+    ) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """Each skill's link and the mark of its current version's tree (blocking)."""
+        links = {s: self._store.current_version(s) for s, _, _ in currents}
+        marks = {
+            s: self._store.placed_sha256(s, v) if v is not None else None for s, v, _ in currents
+        }
+        return links, marks
 
     async def _catch_up(self, *, first: bool) -> None:
         """Reconcile every skill in the database or on disk, until a pass has no
@@ -349,7 +384,7 @@ class Materialiser:
                 await asyncio.sleep(delay)
                 continue
             skills = sorted(
-                s for s in {s for s, _ in currents} | set(on_disk) if is_valid_skill_name(s)
+                s for s in {c[0] for c in currents} | set(on_disk) if is_valid_skill_name(s)
             )
             progress = _Progress(total=len(skills), last_log=started, log=first)
             self._catching.update(skills)
@@ -412,21 +447,17 @@ class Materialiser:
 
     @contextlib.asynccontextmanager
     async def _host_lock(self, skill_id: str) -> AsyncIterator[None]:
-        """The flock of ``locks/<skill>``: one materialiser per skill per host."""
-        path = await asyncio.to_thread(self._store.lock_path, skill_id)
-        fd = await asyncio.to_thread(
-            os.open, path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-        )
-        try:
+        """The store's host lock of ``skill_id``: one materialiser per skill per host.
+
+        Polled rather than waited for in a thread, so a cancelled task never leaves a
+        thread blocked in ``flock`` holding the file open.
+        """
+        with await asyncio.to_thread(self._store.host_lock, skill_id) as lock:
             while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if lock.try_acquire():
                     break
-                except BlockingIOError:
-                    await asyncio.sleep(_LOCK_POLL_SECONDS)
+                await asyncio.sleep(_LOCK_POLL_SECONDS)
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     @contextlib.asynccontextmanager
     async def _db_locked(self, skill_id: str) -> AsyncIterator[Repository]:
@@ -435,11 +466,35 @@ class Materialiser:
             yield tx
 
     def _local(self, skill_id: str) -> _Local:
-        skill_dir = self._store.skill_dir(skill_id)
-        if not os.path.lexists(skill_dir):
-            return _Local(None, frozenset(), exists=False)
-        versions = self._store.versions_on_disk_of(skill_id)
-        return _Local(self._store.current_version(skill_id), frozenset(versions), exists=True)
+        placed = self._store.placed(skill_id)
+        if placed is None:
+            return _Local(None, {}, exists=False)
+        return _Local(self._store.current_version(skill_id), placed, exists=True)
+
+    async def _trusted(self, skill_id: str, version: str, sha256: str, mark: str | None) -> bool:
+        """Whether the tree of ``version`` here holds the files of archive ``sha256``.
+
+        Its mark says so, or, for an unmarked tree (placed by an older release, by
+        ``fsck --repair``, or put back after a crash), its files match the digests
+        recorded at install: then it is marked, under the skill's lock, so that is
+        checked once. A tree from another archive is never trusted.
+        """
+        if not sha256 or mark is not None:
+            return bool(sha256) and mark == sha256
+        files = [
+            (str(f["path"]), int(f["size"]), str(f["sha256"]))
+            for f in await self._db.repo.package_files(skill_id, version)
+        ]
+        problems = await asyncio.to_thread(self._store.verify_tree, skill_id, version, files)
+        if not files or problems:
+            return False
+        async with self._db_locked(skill_id) as tx:
+            package = await tx.get_package(skill_id, version, None)
+            if package is None or package.sha256 != sha256:
+                return False
+            await asyncio.to_thread(self._store.mark_placed, skill_id, version, sha256)
+        logger.info("%s %s: its unmarked files match the install's record", skill_id, version)
+        return True
 
     async def reconcile(
         self, skill_id: str, *, fetch: bool = True, observe_lag: bool = False
@@ -460,16 +515,21 @@ class Materialiser:
                     await self._remove_skill(skill_id)
                 return
             target = state.current_version
-            if target != local.link:
-                if target is not None and target not in local.versions:
+            here = target is None or (
+                target in local.versions
+                and await self._trusted(skill_id, target, state.sha256, local.versions[target])
+            )
+            if target != local.link or not here:
+                if target is not None and not here:
                     if not fetch:
                         return
+                    # Replaces a tree of the same name from another archive.
                     await self._materialise(skill_id, target, state)
                 switched = await self._switch(skill_id, target)
                 if switched and observe_lag and state.change_age_seconds is not None:
                     lag = state.change_age_seconds + time.monotonic() - read_at
                     MATERIALISE_LAG.observe(max(lag, 0.0))
-            for version in sorted(local.versions - state.versions):
+            for version in sorted(local.versions.keys() - state.versions):
                 await self._remove_version(skill_id, version)
 
     async def ensure_local(self, skill_id: str, version: str) -> None:
@@ -478,14 +538,14 @@ class Materialiser:
         Raises ``FailedPrecondition`` (``INTEGRITY_CHECK_FAILED``) when its archive or
         files do not match the digests recorded at install.
         """
-        if await asyncio.to_thread(self._present, skill_id, version):
+        package = await self._db.repo.get_package(skill_id, version, None)
+        if package is None or package.state is not PackageState.READY:
+            return  # the caller reports it
+        if await self._present(skill_id, version, package.sha256):
             return
         async with self._host_lock(skill_id):
-            if await asyncio.to_thread(self._present, skill_id, version):
+            if await self._present(skill_id, version, package.sha256):
                 return
-            package = await self._db.repo.get_package(skill_id, version, None)
-            if package is None or package.state is not PackageState.READY:
-                return  # the caller reports it
             state = SkillSync(
                 current_version=None,
                 sha256=package.sha256,
@@ -503,8 +563,12 @@ class Materialiser:
                     reason="INTEGRITY_CHECK_FAILED",
                 ) from exc
 
-    def _present(self, skill_id: str, version: str) -> bool:
-        return os.path.isdir(self._store.version_dir(skill_id, version))
+    async def _present(self, skill_id: str, version: str, sha256: str) -> bool:
+        """Whether ``version``'s tree here came from archive ``sha256`` (see _trusted)."""
+        placed = await asyncio.to_thread(self._store.placed, skill_id)
+        if placed is None or version not in placed:
+            return False
+        return await self._trusted(skill_id, version, sha256, placed[version])
 
     async def _materialise(self, skill_id: str, version: str, state: SkillSync) -> None:
         """Fetch, check, extract, verify and place ``version`` (not yet current)."""
@@ -546,7 +610,7 @@ class Materialiser:
                 ):
                     return  # changed meanwhile: its notification brings us back
                 placed = await asyncio.to_thread(
-                    self._store.place_version, work / "tree", skill_id, version
+                    self._store.place_version, work / "tree", skill_id, version, state.sha256
                 )
         except Refused as exc:
             MATERIALISATIONS.labels(exc.result).inc()

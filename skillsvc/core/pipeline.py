@@ -252,7 +252,7 @@ class Pipeline(Recovery):
                 # gc or a deletion dropped it between the upload and the lock.
                 await self._blobs.put("archive", spooled.sha256, spooled.path)
             final = await asyncio.to_thread(
-                self._store.place_package, work / "tree", req.skill_id, version
+                self._store.place_package, work / "tree", req.skill_id, version, spooled.sha256
             )
             # The tree was moved out; the work directory holds the staged archive only.
             await asyncio.to_thread(self._store.make_writable_and_remove, work)

@@ -353,7 +353,13 @@ WHERE skill_id = $1 ORDER BY activation_id DESC
 # Is an archive in blobs/ still some package's original?
 BLOB_IN_USE: Final = "SELECT EXISTS (SELECT 1 FROM skill_packages WHERE sha256 = $1)"
 
-LIST_CURRENT_VERSIONS: Final = "SELECT skill_id, current_version FROM skill_definitions"
+# Every skill's current version with its archive digest (NULL unless READY).
+LIST_CURRENT_VERSIONS: Final = """
+SELECT d.skill_id, d.current_version, p.sha256
+FROM skill_definitions d
+LEFT JOIN skill_packages p
+       ON p.skill_id = d.skill_id AND p.version = d.current_version AND p.state = 'READY'
+"""
 
 # Materialisation: one skill's current package and every version it has a row for; no
 # row when the definition is gone. The age of the latest activation is measured by the

@@ -456,11 +456,12 @@ class Repository:
         with translate_errors():
             return bool(await self._db.fetchval(sql.BLOB_IN_USE, sha256))
 
-    async def list_current_versions(self) -> list[tuple[str, str | None]]:
-        """Every skill with its current version (None when it has none)."""
+    async def list_current_versions(self) -> list[tuple[str, str | None, str]]:
+        """Every skill with its current version (None when it has none) and that
+        version's archive digest (empty unless it is READY)."""
         with translate_errors():
             rows = await self._db.fetch(sql.LIST_CURRENT_VERSIONS)
-        return [(r["skill_id"], r["current_version"]) for r in rows]
+        return [(r["skill_id"], r["current_version"], r["sha256"] or "") for r in rows]
 
     async def skill_sync_state(self, skill_id: str) -> SkillSync | None:
         """What the local store must hold for ``skill_id``; None if the skill is gone."""

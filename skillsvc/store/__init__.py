@@ -4,6 +4,9 @@ Layout under the root (SPEC §5)::
 
     packages/<skill_id>/<version>/   extracted, read-only
     packages/<skill_id>/current      symlink to the current version
+    packages/<skill_id>/.<version>.sha256
+                                     symlink whose target is the SHA-256 of the archive
+                                     the version's tree was placed from
     blobs/sha256/<hex>               original archives of installed packages
     kept/sha256/<hex>                bytes of failed uploads, kept for Retry until gc
     staging/<instance_id>/           one private work area per server process
@@ -20,10 +23,11 @@ worker thread. This package imports neither gRPC nor the database driver.
 from __future__ import annotations
 
 from skillsvc.store._fsops import fsync_path, open_no_follow, sha256_fd, syncfs_available
-from skillsvc.store._store import CURRENT, Store, store_error
+from skillsvc.store._store import CURRENT, HostLock, Store, store_error
 
 __all__ = [
     "CURRENT",
+    "HostLock",
     "Store",
     "fsync_path",
     "open_no_follow",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -48,6 +49,7 @@ from skillsvc.store._verify import verify_tree
 # "..", cannot hide (a leading "." is reserved for the store's own entries such as
 # ".trash" and ".probe-*") and fits comfortably in NAME_MAX.
 _STAGING_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 CURRENT: Final = "current"
 """Name of the symlink to the current version inside ``packages/<skill>/``. It can
@@ -60,6 +62,8 @@ _LOCKS: Final = "locks"
 # not been confirmed by the database yet.
 _STASH: Final = "stash"
 _CURRENT_TMP_PREFIX: Final = ".current-"
+_MARK_TMP_PREFIX: Final = ".mark-"
+_MARK_SUFFIX: Final = ".sha256"
 _FILE_MODE: Final = 0o444
 _EXEC_FILE_MODE: Final = 0o555
 _DIR_MODE: Final = 0o555
@@ -101,6 +105,40 @@ def _resolve(path: Path, field: str) -> Path:
         return path.resolve()
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before 3.13
         raise InvalidArgument.field(field, "cannot be resolved inside the store") from exc
+
+
+class HostLock:
+    """An open lock file of :meth:`Store.host_lock`: one holder per skill per host.
+
+    The ``flock`` is taken without blocking (:meth:`try_acquire`) so an event loop can
+    poll for it, and released when the file is closed (:meth:`close`, or leaving a
+    ``with`` block), also by the kernel should the process die.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody on this host holds it; False if somebody does."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            raise store_error(exc, "lock a skill") from exc
+        return True
+
+    def close(self) -> None:
+        """Release the lock (if held) and close the file; idempotent."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> HostLock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 class Store:
@@ -302,14 +340,16 @@ class Store:
 
     # -- commit ------------------------------------------------------------------------
 
-    def commit_package(self, tree: Path, skill_id: str, version: str) -> Path:
+    def commit_package(
+        self, tree: Path, skill_id: str, version: str, *, sha256: str | None = None
+    ) -> Path:
         """:meth:`seal_package` then :meth:`place_package`; returns the version directory.
 
         Names are checked before anything is touched.
         """
         self.version_dir(skill_id, version)
         self.seal_package(tree)
-        return self.place_package(tree, skill_id, version)
+        return self.place_package(tree, skill_id, version, sha256=sha256)
 
     def seal_package(self, tree: Path) -> None:
         """Make a staged package tree read-only and flush it to disk.
@@ -327,57 +367,99 @@ class Store:
             # Modes are set before the flush so they are as durable as the data.
             _fsops.make_durable(tree, use_syncfs=self.use_syncfs)
 
-    def place_package(self, tree: Path, skill_id: str, version: str) -> Path:
+    def place_package(
+        self, tree: Path, skill_id: str, version: str, sha256: str | None = None
+    ) -> Path:
         """Move a sealed tree (see :meth:`seal_package`) into place; returns its directory.
 
         ``tree`` is consumed. A version directory already at the final path (left by a
         crash after the rename but before the database recorded the version as ready)
         is replaced. The original archive is the blob store's (:mod:`skillsvc.blobs`),
-        stored before this is called.
+        stored before this is called. ``sha256`` is that archive's digest, recorded
+        beside the tree (:meth:`placed_sha256`); without it the tree is left unmarked.
         """
         target = self.version_dir(skill_id, version)
-        skill_dir = target.parent
         tree = self._staged(tree, "tree", directory=True)
         with _os_errors("commit the package"):
-            if _ensure_dir(skill_dir):
-                _fsops.fsync_path(self.packages)
-            leftover = self._move_to_trash(target) if _lstat_mode(target) else None
-            os.rename(tree, target)
-            # The top directory stays writable until here: for anyone but root, moving
-            # a directory to another parent needs write access to it (to update "..").
-            os.chmod(target, _DIR_MODE)
-            _fsops.fsync_path(target)
-            _fsops.fsync_path(skill_dir)
-            if leftover is not None:
-                _fsops.make_writable_and_remove(leftover)
+            self._place(tree, target, sha256)
         return target
 
-    def place_version(self, tree: Path, skill_id: str, version: str) -> bool:
+    def place_version(self, tree: Path, skill_id: str, version: str, sha256: str) -> bool:
         """Move a sealed, materialised tree (see :meth:`seal_package`) into place.
 
-        Unlike :meth:`place_package`, an existing ``packages/<skill>/<version>/`` is
-        kept (another process of this host placed or installed it meanwhile): then
-        ``tree`` is left to the caller and False is returned.
+        An existing ``packages/<skill>/<version>/`` placed from the same archive
+        (``sha256``) is kept (another process of this host placed or installed it
+        meanwhile): then ``tree`` is left to the caller and False is returned. One from
+        another archive, or unmarked, is replaced: the caller holds the skill's lock
+        and has just read that the version's bytes are ``sha256``'s.
         """
         target = self.version_dir(skill_id, version)
-        skill_dir = target.parent
         tree = self._staged(tree, "tree", directory=True)
         with _os_errors("place the package"):
-            if _lstat_mode(target):
+            if _lstat_mode(target) and _read_mark(_mark_path(target)) == sha256:
                 return False
-            if _ensure_dir(skill_dir):
-                _fsops.fsync_path(self.packages)
-            try:
-                # rename(2) replaces an empty directory but never a complete tree.
-                os.rename(tree, target)
-            except OSError as exc:
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    return False
-                raise
-            os.chmod(target, _DIR_MODE)
-            _fsops.fsync_path(target)
-            _fsops.fsync_path(skill_dir)
+            self._place(tree, target, sha256)
         return True
+
+    def _place(self, tree: Path, target: Path, sha256: str | None) -> None:
+        """Rename ``tree`` to ``target`` and record where it came from, in an order a
+        crash cannot turn into a tree with another archive's mark: the old tree and
+        mark go (durably) before the new tree appears, and the new mark comes last."""
+        skill_dir = target.parent
+        mark = _mark_path(target)
+        if _ensure_dir(skill_dir):
+            _fsops.fsync_path(self.packages)
+        leftover = self._move_to_trash(target) if _lstat_mode(target) else None
+        if _drop_mark(mark) or leftover is not None:
+            _fsops.fsync_path(skill_dir)
+        os.rename(tree, target)
+        # The top directory stays writable until here: for anyone but root, moving
+        # a directory to another parent needs write access to it (to update "..").
+        os.chmod(target, _DIR_MODE)
+        if sha256:
+            _write_mark(mark, sha256)
+        _fsops.fsync_path(target)
+        _fsops.fsync_path(skill_dir)  # one flush for the rename and the mark
+        if leftover is not None:
+            _fsops.make_writable_and_remove(leftover)
+
+    def placed_sha256(self, skill_id: str, version: str) -> str | None:
+        """The SHA-256 of the archive ``packages/<skill>/<version>/`` was placed from.
+
+        Recorded by :meth:`place_package` and :meth:`place_version` as a symbolic link
+        ``packages/<skill>/.<version>.sha256`` whose target is the hex digest (one
+        atomic ``symlink``, no data block to flush, not counted by :meth:`usage_bytes`,
+        kept by backups as links are). None when the tree is unmarked (placed by an
+        older release or by ``fsck --repair``) or absent: the name of a version says
+        nothing about its bytes once a version can be deleted and installed again.
+        """
+        with _os_errors("read a package's origin"):
+            return _read_mark(_mark_path(self.version_dir(skill_id, version)))
+
+    def placed(self, skill_id: str) -> dict[str, str | None] | None:
+        """Each version directory under ``packages/<skill_id>/`` with its
+        :meth:`placed_sha256`; None when the skill has no directory here."""
+        skill_dir = self.skill_dir(skill_id)
+        with _os_errors("list packages"):
+            if not _lstat_mode(skill_dir):
+                return None
+            return {
+                version: _read_mark(_mark_path(skill_dir / version))
+                for version in self.versions_on_disk_of(skill_id)
+            }
+
+    def mark_placed(self, skill_id: str, version: str, sha256: str) -> None:
+        """Record that the tree of ``version`` holds ``sha256``'s files (the caller
+        checked them against the digests recorded at install, under the skill's lock)."""
+        target = self.version_dir(skill_id, version)
+        with _os_errors("mark the package"):
+            if not stat.S_ISDIR(_lstat_mode(target)):
+                raise NotFound(
+                    f"version {version} of skill {skill_id} is not in the file store",
+                    reason="PACKAGE_FILES_MISSING",
+                )
+            _write_mark(_mark_path(target), sha256)
+            _fsops.fsync_path(target.parent)
 
     def lock_path(self, skill_id: str) -> Path:
         """``locks/<skill_id>``: a file processes of this host ``flock`` to
@@ -389,6 +471,13 @@ class Store:
         with _os_errors("create a lock file"):
             locks.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         return locks / skill_id
+
+    def host_lock(self, skill_id: str) -> HostLock:
+        """Open ``locks/<skill_id>`` (see :meth:`lock_path`), not yet locked."""
+        path = self.lock_path(skill_id)
+        with _os_errors("open a lock file"):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        return HostLock(fd)
 
     def space(self) -> tuple[int, int]:
         """``(free, total)`` bytes of the store's filesystem (free as a non-root writer sees it)."""
@@ -455,6 +544,9 @@ class Store:
             if stat.S_ISDIR(mode) and not mode & stat.S_IWUSR:
                 os.chmod(target, stat.S_IMODE(mode) | stat.S_IWUSR)
             os.rename(target, dest)
+            if version is not None:
+                # Put back (unstash), the tree is unmarked: checked before it is trusted.
+                _drop_mark(_mark_path(target))
             _fsops.fsync_path(target.parent)
             _fsops.fsync_path(stash_dir)
         return dest
@@ -574,7 +666,10 @@ class Store:
                 reason="VERSION_IS_CURRENT",
             )
         with _os_errors("remove the version"):
+            dropped = _drop_mark(_mark_path(target))
             if not _lstat_mode(target):
+                if dropped:
+                    _fsops.fsync_path(target.parent)
                 return
             trash = self._move_to_trash(target)
             _fsops.fsync_path(target.parent)
@@ -622,6 +717,45 @@ def _lstat_mode(path: Path) -> int:
         return os.lstat(path).st_mode
     except FileNotFoundError:
         return 0
+
+
+def _mark_path(version_dir: Path) -> Path:
+    """``packages/<skill>/.<version>.sha256`` beside ``packages/<skill>/<version>/``."""
+    return version_dir.parent / f".{version_dir.name}{_MARK_SUFFIX}"
+
+
+def _read_mark(mark: Path) -> str | None:
+    try:
+        value = os.readlink(mark)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # not a link: not ours, so no mark
+            return None
+        raise
+    return value if _SHA256_HEX.fullmatch(value) else None
+
+
+def _write_mark(mark: Path, sha256: str) -> None:
+    """Create or replace the link ``mark`` -> ``sha256`` atomically (not flushed)."""
+    if not _SHA256_HEX.fullmatch(sha256):
+        raise InvalidArgument.field("sha256", "must be 64 lower-case hex digits")
+    temporary = mark.parent / f"{_MARK_TMP_PREFIX}{uuid.uuid4().hex}"
+    os.symlink(sha256, temporary)
+    try:
+        os.replace(temporary, mark)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _drop_mark(mark: Path) -> bool:
+    """Remove ``mark`` if present; True when there was one (not flushed)."""
+    try:
+        os.unlink(mark)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _ensure_dir(path: Path) -> bool:

@@ -107,6 +107,36 @@ async def test_a_damaged_archive_is_refused_and_the_link_stays(
     assert not (app.store.root / "packages" / skill / "1.1.0").exists()
 
 
+async def test_a_refused_archive_is_retried_ever_more_slowly_up_to_ten_minutes(
+    app: App, stub: Stub, skill: str
+) -> None:
+    """Each retry of a damaged archive downloads it again: back off past a minute."""
+    await _install(stub, skill, "1.0.0", "1.1.0")
+    package = await app.db.repo.get_package(skill, "1.1.0", None)
+    assert package is not None
+    _forget(app, skill, "1.1.0")
+    app.store.activate(skill, "1.0.0")
+    _damage_blob(app, package.sha256)
+    peer = Materialiser(
+        app.db,
+        app.store,
+        app.blobs,
+        installer_settings(app.settings).limits,
+        "peer",
+        retry_base_seconds=60.0,
+    )
+    try:
+        delays = []
+        for _ in range(5):
+            await peer._attempt(skill, observe_lag=False)
+            delays.append(peer.next_retry(skill))
+        # 60 s doubling with full jitter: [30, 60], [60, 120], ..., capped at 600.
+        assert all(d is not None and d <= 600 for d in delays), delays
+        assert (delays[-1] or 0) >= 300, f"a refusal is retried every minute: {delays}"
+    finally:
+        await peer.stop()
+
+
 async def test_rows_deleted_elsewhere_take_their_files_with_them(
     app: App, stub: Stub, skill: str, db: asyncpg.Connection
 ) -> None:
@@ -116,7 +146,8 @@ async def test_rows_deleted_elsewhere_take_their_files_with_them(
     await db.execute("DELETE FROM skill_packages WHERE version = '1.0.0'")
     peer = _materialiser(app, "peer")
     await peer.reconcile(skill)
-    assert sorted(p.name for p in skill_dir.iterdir()) == ["1.1.0", "current"]
+    # The mark of 1.0.0 went with its tree.
+    assert sorted(p.name for p in skill_dir.iterdir()) == [".1.1.0.sha256", "1.1.0", "current"]
     async with db.transaction():
         await db.execute("DELETE FROM skill_packages")
         await db.execute("DELETE FROM skill_definitions")
@@ -185,3 +216,33 @@ async def test_files_that_differ_from_the_recorded_digests_are_refused(
     assert "differs" in error.details()
     assert app.store.current_version(skill) == "1.1.0"
     assert not (app.store.root / "packages" / skill / "1.0.0").exists()
+
+
+async def test_an_unmarked_tree_is_trusted_only_if_its_files_are_the_installed_ones(
+    app: App, stub: Stub, skill: str
+) -> None:
+    await _install(stub, skill, "1.0.0", "1.1.0")
+    marks = app.store.root / "packages" / skill
+    sha = {v: app.store.placed_sha256(skill, v) for v in ("1.0.0", "1.1.0")}
+    assert all(sha.values()), "installs mark their trees"
+    # As an older release or fsck --repair leaves them: unmarked.
+    for version in ("1.0.0", "1.1.0"):
+        os.unlink(marks / f".{version}.sha256")
+    # 1.0.0's tree holds other bytes under the same name (another archive's files).
+    run = marks / "1.0.0" / "scripts" / "run.sh"
+    os.chmod(run.parent, 0o755)
+    os.chmod(run, 0o755)
+    run.write_text("#!/bin/sh\necho not what was installed\n")
+    fetched = _fetches()
+    # The current one's files match the record: marked, nothing fetched.
+    await _materialiser(app, "peer").reconcile(skill)
+    assert app.store.placed_sha256(skill, "1.1.0") == sha["1.1.0"]
+    assert _fetches() == fetched
+    # Rolling back to the other fetches it again instead of failing its check.
+    await stub.Rollback(
+        skill_service_pb2.RollbackRequest(skill_id=skill, target_version="1.0.0", reason="r")
+    )
+    assert _fetches() - fetched == 1
+    assert app.store.current_version(skill) == "1.0.0"
+    assert app.store.placed_sha256(skill, "1.0.0") == sha["1.0.0"]
+    assert app.store.verify_tree(skill, "1.0.0", await _files(app, skill, "1.0.0")) == []

@@ -53,7 +53,7 @@ def _promtool(*args: str, cwd: Path) -> str:
 @needs_promtool
 def test_alert_rules_pass_promtool_check(rules_dir: Path) -> None:
     out = _promtool("check", "rules", "alerts.yml", cwd=rules_dir)
-    assert "SUCCESS: 4 rules found" in out
+    assert "SUCCESS: 5 rules found" in out
 
 
 @needs_promtool
@@ -69,6 +69,7 @@ def test_each_alert_fires_and_stays_quiet_on_its_input_series(rules_dir: Path) -
         "SkillInstallSlow",
         "SkillStoreLowSpace",
         "SkillsvcDbPoolNearlyExhausted",
+        "SkillMaterialisationStuck",
     }
     cases = [case for test in tests for case in test["alert_rule_test"]]
     fired = {c["alertname"] for c in cases if c["exp_alerts"]}
@@ -93,6 +94,7 @@ async def test_alerts_are_written_against_series_the_server_exports(
         for name in re.findall(r"\b(skill\w+)", rule["expr"])
     }
     assert {"skill_install_total", "skill_install_duration_seconds_bucket"} <= used
+    assert {"skill_materialise_pending", "skill_materialise_caught_up"} <= used
     missing = used - exported
     if missing and missing <= _STORE_SERIES:
         pytest.skip(f"{sorted(missing)} not exported yet (the store's free-space gauges)")
@@ -175,6 +177,7 @@ async def test_a_real_prometheus_scrapes_the_server_and_loads_the_rules(
             "SkillInstallSlow",
             "SkillStoreLowSpace",
             "SkillsvcDbPoolNearlyExhausted",
+            "SkillMaterialisationStuck",
         }
         assert all(r["health"] in ("ok", "unknown") for r in loaded.values())
     finally:
