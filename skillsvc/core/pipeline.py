@@ -77,8 +77,9 @@ class Pipeline(Recovery):
             max_live_versions=self._settings.max_versions_per_skill,
         )
         # The common case, a new version within the quota, in one statement that takes
-        # the lock itself; anything else is decided by the transaction below.
-        if not committing and op.version == version and await self._db.repo.claim_version(new):
+        # the lock itself and names the version on the operation; anything else is
+        # decided by the transaction below. The caller then writes COMMITTING itself.
+        if await self._db.repo.claim_version(new):
             self._claims[op.operation_id] = version
             return Claim("claimed")
         async with self._db.transaction() as tx:
@@ -197,19 +198,25 @@ class Pipeline(Recovery):
         version = req.version or report.manifest.version
         staged = False  # whether a claim's transaction wrote COMMITTING already
         if not version:
+            # Nothing happens between this claim and the commit: its row says COMMITTING.
             assigned = await assign_version(
                 self._db,
                 op,
                 spooled.sha256,
                 max_versions_per_skill=self._settings.max_versions_per_skill,
+                claimed=OperationChanges(
+                    state=OperationState.RUNNING,
+                    stage=Stage.COMMITTING,
+                    message=COMMITTING_MESSAGE,
+                ),
             )
             version = assigned.version
-            if not assigned.identical:
-                self._claims[op.operation_id] = version
             if assigned.identical:
                 await self._reinstall(op, version, spooled, work, started=started)
                 return
             self._claims[op.operation_id] = version  # as _claim does
+            enter_stage(Stage.COMMITTING, COMMITTING_MESSAGE)
+            staged = True
         elif not job.claimed:
             # Nothing happens between this claim and the commit: its row says COMMITTING.
             claim = await self._claim(op, version, committing=True)

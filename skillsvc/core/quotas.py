@@ -33,11 +33,6 @@ async def check_definition_quota(repo: Repository, tenant: str, limit: int) -> N
     )
 
 
-async def check_version_quota(repo: Repository, skill_id: str, limit: int) -> None:
-    """RESOURCE_EXHAUSTED if the skill already holds ``limit`` versions (FAILED aside)."""
-    check_version_count(skill_id, await repo.count_live_versions(skill_id), limit)
-
-
 def check_version_count(skill_id: str, count: int, limit: int) -> None:
     """RESOURCE_EXHAUSTED if ``count`` live versions of the skill already reach ``limit``."""
     if count < limit:

@@ -16,12 +16,13 @@ installs of one skill get distinct, ascending versions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from skillsvc.core.models import Operation, PackageState, SourceType
-from skillsvc.core.quotas import check_version_quota
+from skillsvc.core.quotas import check_version_count
 from skillsvc.db import Database, OperationChanges
 from skillsvc.validation import is_valid_semver
 
@@ -74,23 +75,30 @@ class Assignment:
 
 
 async def assign_version(
-    db: Database, op: Operation, sha256: str, *, max_versions_per_skill: int
+    db: Database,
+    op: Operation,
+    sha256: str,
+    *,
+    max_versions_per_skill: int,
+    claimed: OperationChanges,
 ) -> Assignment:
     """Assign ``op`` a version, claim it and record it on the operation, atomically.
 
-    The version quota is checked for a new version as for any other claim.
+    A new version is recorded with ``claimed`` (the stage the install enters with its
+    claim) in the claim's transaction; an identical one only names the version. The
+    version quota is checked for a new version as for any other claim.
     """
     async with db.transaction() as tx:
-        await tx.lock_skill(op.skill_id)
-        same = await tx.identical_ready_version(op.skill_id, sha256)
-        if same is not None:
+        choice = await tx.version_choice(op.skill_id, sha256)  # takes the skill's lock
+        if choice.identical is not None:
+            same = choice.identical
             await tx.update_operation(
                 op.operation_id,
                 OperationChanges(version=same, message=f"identical to the installed {same}"),
             )
             return Assignment(same, identical=True)
-        version = next_version(await tx.skill_versions(op.skill_id))
-        await check_version_quota(tx, op.skill_id, max_versions_per_skill)
+        version = next_version(choice.versions)
+        check_version_count(op.skill_id, choice.live_versions, max_versions_per_skill)
         await tx.claim_package(
             skill_id=op.skill_id,
             version=version,
@@ -99,8 +107,5 @@ async def assign_version(
             source_uri=op.source_uri,
             operation_id=op.operation_id,
         )
-        await tx.update_operation(
-            op.operation_id,
-            OperationChanges(version=version, message=f"assigned version {version}"),
-        )
+        await tx.update_operation(op.operation_id, dataclasses.replace(claimed, version=version))
     return Assignment(version, identical=False)

@@ -21,6 +21,7 @@ from skillsvc.db._repository import (
     OperationChanges,
     Repository,
     SkillSync,
+    VersionChoice,
     VersionClaim,
     translate_errors,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "OperationChanges",
     "Repository",
     "SkillSync",
+    "VersionChoice",
     "VersionClaim",
     "connect",
     "forget_instances",

@@ -196,12 +196,13 @@ FOR UPDATE OF p
 """
 
 # A claim in one statement for its common case: the version's row (locked; NULL
-# columns when there is none) and the skill's live versions for its quota (see
-# _quota_queries.COUNT_LIVE_VERSIONS) are read, and when there is no row and the quota
-# ($6) allows one more, the row is created INSTALLING for operation $5 (``claimed``
-# 1). Every other case (a READY, FAILED or held row, a full quota) is left to the
-# caller, who saw what was read. Run under the skill's lock, taken by an earlier
-# statement so that this one's snapshot sees every claim committed before it.
+# columns when there is none) and the skill's live versions for its quota (all but
+# FAILED: those hold no files and may be installed again) are read, and when there is
+# no row and the quota ($6) allows one more, the row is created INSTALLING for
+# operation $5 (``claimed`` 1). Every other case (a READY, FAILED or held row, a full
+# quota) is left to the caller, who saw what was read. Run under the skill's lock,
+# taken by an earlier statement so that this one's snapshot sees every claim
+# committed before it.
 CLAIM_NEW_PACKAGE: Final = f"""
 WITH live AS (
     SELECT count(*) AS versions FROM skill_packages WHERE skill_id = $1 AND state <> 'FAILED'

@@ -14,8 +14,3 @@ from typing import Final
 LOCK_TENANT: Final = "SELECT pg_advisory_xact_lock(hashtextextended('skillsvc:tenant:' || $1, 0))"
 
 COUNT_TENANT_DEFINITIONS: Final = "SELECT count(*) FROM skill_definitions WHERE tenant = $1"
-
-# FAILED rows hold no files and may be installed again, so they do not count.
-COUNT_LIVE_VERSIONS: Final = """
-SELECT count(*) FROM skill_packages WHERE skill_id = $1 AND state <> 'FAILED'
-"""

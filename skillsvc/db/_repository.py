@@ -38,7 +38,6 @@ from skillsvc.db._driver import (
 from skillsvc.db._events import EventLog
 from skillsvc.db._listener import CATALOG_CHANNEL
 from skillsvc.db._quota_queries import (
-    COUNT_LIVE_VERSIONS,
     COUNT_TENANT_DEFINITIONS,
     LOCK_TENANT,
 )
@@ -47,12 +46,13 @@ from skillsvc.db._rows import (
     NewOperation,
     OperationChanges,
     SkillSync,
+    VersionChoice,
     VersionClaim,
     definition_of,
     operation_of,
     package_of,
 )
-from skillsvc.db._version_queries import FIND_IDENTICAL_READY_VERSION, LIST_SKILL_VERSIONS
+from skillsvc.db._version_queries import VERSION_CHOICE
 from skillsvc.errors import Aborted, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ __all__ = [
     "OperationChanges",
     "Repository",
     "SkillSync",
+    "VersionChoice",
     "VersionClaim",
     "translate_errors",
 ]
@@ -146,24 +147,19 @@ class Repository:
         with translate_errors():
             return int(await self._db.fetchval(COUNT_TENANT_DEFINITIONS, tenant))
 
-    async def count_live_versions(self, skill_id: str) -> int:
-        """How many versions of the skill count against its quota (all but FAILED)."""
-        with translate_errors(skill_id):
-            return int(await self._db.fetchval(COUNT_LIVE_VERSIONS, skill_id))
-
     # -- version assignment (SQL in _version_queries) --------------------------------
 
-    async def identical_ready_version(self, skill_id: str, sha256: str) -> str | None:
-        """The version of a READY package of the skill with this archive digest, if any."""
+    async def version_choice(self, skill_id: str, sha256: str) -> VersionChoice:
+        """Take the skill's lock (until the transaction ends), then read what choosing a
+        version for an upload of ``sha256`` needs. Call it inside a transaction."""
         with translate_errors(skill_id):
-            version = await self._db.fetchval(FIND_IDENTICAL_READY_VERSION, skill_id, sha256)
-        return None if version is None else str(version)
-
-    async def skill_versions(self, skill_id: str) -> list[str]:
-        """Every version the skill has or had (packages, and succeeded installs)."""
-        with translate_errors(skill_id):
-            rows = await self._db.fetch(LIST_SKILL_VERSIONS, skill_id)
-        return [str(r["version"]) for r in rows]
+            row = await self._db.fetchrow(VERSION_CHOICE, skill_id, sha256)
+        assert row is not None  # one row, always
+        return VersionChoice(
+            identical=row["identical"],
+            versions=[str(v) for v in row["versions"]],
+            live_versions=int(row["live_versions"]),
+        )
 
     # -- operations -----------------------------------------------------------------
 
@@ -275,7 +271,8 @@ class Repository:
         return None if row is None else package_of(row)
 
     async def claim_version(self, claim: VersionClaim) -> bool:
-        """Claim a version that has no row, within the quota, in one statement of its own.
+        """Claim a version that has no row, within the quota, and name it on the operation,
+        in one statement of its own.
 
         Takes the skill's lock itself: call it outside a transaction. False when
         anything else is the case; :meth:`claim_new_package` in a transaction then

@@ -95,6 +95,18 @@ def package_of(row: Any) -> Package:
 
 
 @dataclass(frozen=True)
+class VersionChoice:
+    """What choosing a version for a versionless upload needs, read under the skill's lock."""
+
+    identical: str | None
+    """A READY version of the skill with the same archive digest, if any."""
+    versions: list[str]
+    """Every version the skill has or had."""
+    live_versions: int
+    """How many versions count against the skill's quota (all but FAILED)."""
+
+
+@dataclass(frozen=True)
 class VersionClaim:
     """An install's claim on a new version of a skill, within the skill's quota."""
 

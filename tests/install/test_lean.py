@@ -33,7 +33,9 @@ S = resources_pb2
 # current and DONE in one statement, a version from the manifest claimed in the
 # transaction that writes COMMITTING, a new version claimed by one statement, the
 # definition's owner checked by the operation's insert, the lock and the claim of a new
-# version in one function call, migrations/0008): 9 and 12. The bound keeps what was won.
+# version in one function call that also names it on the operation, migrations/0008):
+# 9 with a version (the request's or the manifest's) and 12 without. The bound keeps
+# what was won.
 MAX_WITH_VERSION = 9
 MAX_WITHOUT_VERSION = 12
 
@@ -81,13 +83,16 @@ async def test_a_small_install_takes_few_statements(
     )
     # No version in the request: the manifest's, claimed in the background.
     from_manifest = await _counted_install(quiet_stub, db, skill_archive("lean", "1.1.0"))
+    # No version at all: the service assigns the next one.
+    assigned = await _counted_install(quiet_stub, db, skill_archive("lean", None))
     with capsys.disabled():
         print(
-            f"\nstatements per small upload install: {with_version} with a version, "
-            f"{from_manifest} without"
+            f"\nstatements per small upload install: {with_version} with a version in the "
+            f"request, {from_manifest} with one in the manifest, {assigned} without"
         )
     assert with_version <= MAX_WITH_VERSION
-    assert from_manifest <= MAX_WITHOUT_VERSION
+    assert from_manifest <= MAX_WITH_VERSION
+    assert assigned <= MAX_WITHOUT_VERSION
 
 
 async def test_stages_never_go_backwards(quiet_stub: Stub) -> None:

@@ -1,6 +1,6 @@
 -- The common claim of an install in one statement: take the skill's lock, then create
 -- the version's INSTALLING row if the version has no row and the skill's live versions
--- are within the quota. Called on its own (an implicit transaction), it replaces
+-- are within the quota, and name the version on the operation. Called on its own (an implicit transaction), it replaces
 -- BEGIN, lock, claim, COMMIT: four round trips become one. True when it claimed;
 -- false leaves every other case (READY, busy, FAILED, over quota) to the full claim
 -- in a transaction, which reads what is there and decides.
@@ -23,6 +23,14 @@ BEGIN
     WHERE (SELECT count(*) FROM skill_packages
            WHERE skill_id = p_skill_id AND state <> 'FAILED') < p_max_live_versions
     ON CONFLICT (skill_id, version) DO NOTHING;
-    RETURN FOUND;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- The version goes on the operation in the claim's transaction (a version read
+    -- from the manifest), so recovery always knows which claim to release. Watchers
+    -- hear of it with the next stage the install writes.
+    UPDATE skill_install_logs SET version = p_version
+    WHERE operation_id = p_operation_id AND version IS DISTINCT FROM p_version;
+    RETURN true;
 END
 $$;
