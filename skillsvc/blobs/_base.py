@@ -7,7 +7,15 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
-from skillsvc.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+from skillsvc.errors import (
+    ARCHIVE_MISSING_REASON,
+    BLOB_CORRUPT_REASON,
+    BLOB_STORE_UNAVAILABLE_REASON,
+    DataLoss,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from skillsvc.metrics import BLOB_REQUESTS
 
 Kind = Literal["archive", "kept"]
@@ -25,9 +33,9 @@ SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 STREAM_CHUNK_BYTES: Final = 1024 * 1024
 """Default size of the pieces :meth:`BlobStore.stream` yields (DownloadPackage's chunk)."""
 
-UNAVAILABLE_REASON: Final = "BLOB_STORE_UNAVAILABLE"
-MISSING_REASON: Final = "ARCHIVE_MISSING"
-CORRUPT_REASON: Final = "BLOB_CORRUPT"
+UNAVAILABLE_REASON: Final = BLOB_STORE_UNAVAILABLE_REASON
+MISSING_REASON: Final = ARCHIVE_MISSING_REASON
+CORRUPT_REASON: Final = BLOB_CORRUPT_REASON
 
 
 def check_digest(sha256: str) -> str:

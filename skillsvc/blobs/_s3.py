@@ -52,7 +52,9 @@ from obstore.exceptions import BaseError, PermissionDeniedError, Unauthenticated
 from obstore.store import S3Store
 
 from skillsvc.blobs._base import (
+    CORRUPT_REASON,
     DIRECTORIES,
+    MISSING_REASON,
     SHA256_HEX,
     STREAM_CHUNK_BYTES,
     Kind,
@@ -64,7 +66,7 @@ from skillsvc.blobs._base import (
 )
 from skillsvc.errors import InvalidArgument, SkillsvcError
 from skillsvc.metrics import BLOB_BYTES
-from skillsvc.store import store_error
+from skillsvc.store import os_errors
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
@@ -179,7 +181,7 @@ class S3Blobs:
 
     async def put(self, kind: Kind, sha256: str, source: Path, *, move: bool = False) -> None:
         key = self.key(kind, sha256)
-        with _os_errors("read the archive to upload"):
+        with os_errors("read the archive to upload"):
             expected = (await asyncio.to_thread(os.stat, source)).st_size
         if await self.size(kind, sha256) == expected:
             count("put", "ok")  # content-addressed: the same name holds the same bytes
@@ -239,15 +241,15 @@ class S3Blobs:
         result = await self._open(kind, sha256, "fetch")
         digest = hashlib.sha256()
         try:
-            with _os_errors("write the fetched archive"):
+            with os_errors("write the fetched archive"):
                 out = await asyncio.to_thread(open, dest, "xb")
             with out:
                 with _bucket_errors("read the archive", "fetch", self.location):
                     async for chunk in result.stream(min_chunk_size=STREAM_CHUNK_BYTES):
-                        with _os_errors("write the fetched archive"):
+                        with os_errors("write the fetched archive"):
                             await asyncio.to_thread(_write_and_hash, out, digest, chunk)
                         BLOB_BYTES.labels("in").inc(len(chunk))
-                with _os_errors("write the fetched archive"):
+                with os_errors("write the fetched archive"):
                     await asyncio.to_thread(_flush, out)
             if digest.hexdigest() != sha256:
                 count("fetch", "corrupt")
@@ -301,7 +303,7 @@ class S3Blobs:
             async for _chunk in self.stream(kind, sha256):
                 pass
         except SkillsvcError as exc:
-            if exc.reason in ("ARCHIVE_MISSING", "BLOB_CORRUPT"):
+            if exc.reason in (MISSING_REASON, CORRUPT_REASON):
                 return False
             raise
         return True
@@ -328,14 +330,6 @@ class S3Blobs:
 
     async def close(self) -> None:
         """Nothing to release: the client's connections close with it."""
-
-
-@contextlib.contextmanager
-def _os_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise store_error(exc, action) from exc
 
 
 def _write_and_hash(out: Any, digest: Any, chunk: bytes) -> None:

@@ -33,6 +33,8 @@ from typing import Final
 
 from skillsvc.core.naming import SKILL_NAME_RULE, is_valid_semver, is_valid_skill_name
 from skillsvc.errors import (
+    STORE_FULL_REASON,
+    STORE_UNAVAILABLE_REASON,
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -71,13 +73,15 @@ def store_error(exc: OSError, action: str) -> SkillsvcError:
     detail = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceExhausted(
-            f"no space left in the file store to {action} ({detail})", reason="STORE_FULL"
+            f"no space left in the file store to {action} ({detail})", reason=STORE_FULL_REASON
         )
-    return Unavailable(f"the file store could not {action}: {detail}", reason="STORE_UNAVAILABLE")
+    return Unavailable(
+        f"the file store could not {action}: {detail}", reason=STORE_UNAVAILABLE_REASON
+    )
 
 
 @contextlib.contextmanager
-def _os_errors(action: str) -> Iterator[None]:
+def os_errors(action: str) -> Iterator[None]:
     """Translate ``OSError`` raised inside the block into a domain error, once."""
     try:
         yield
@@ -136,7 +140,7 @@ class Store:
         Raises ``Unavailable`` unless packages, blobs and staging share one filesystem:
         every commit and removal is a ``rename`` between them.
         """
-        with _os_errors("create its directories"):
+        with os_errors("create its directories"):
             for directory in (self.packages, self.blobs, self.kept):
                 directory.mkdir(parents=True, exist_ok=True)
             self.staging.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
@@ -156,7 +160,7 @@ class Store:
             probe.unlink()
         except OSError as exc:
             raise Unavailable(
-                f"the file store is not writable: {exc.strerror}", reason="STORE_UNAVAILABLE"
+                f"the file store is not writable: {exc.strerror}", reason=STORE_UNAVAILABLE_REASON
             ) from exc
 
     # -- staging -----------------------------------------------------------------------
@@ -164,7 +168,7 @@ class Store:
     def instance_staging(self, instance_id: str) -> Path:
         """``staging/<instance_id>/`` (mode 0o700), created if needed."""
         path = self.staging / _staging_name(instance_id, "instance_id")
-        with _os_errors("create a staging directory"):
+        with os_errors("create a staging directory"):
             self.staging.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
             try:
                 os.mkdir(path, _PRIVATE_DIR_MODE)
@@ -183,7 +187,7 @@ class Store:
         """
         parent = self.instance_staging(instance_id)
         path = parent / _staging_name(name, "name")
-        with _os_errors("create a work directory"):
+        with os_errors("create a work directory"):
             try:
                 os.mkdir(path, _PRIVATE_DIR_MODE)
             except FileExistsError as exc:
@@ -198,12 +202,12 @@ class Store:
         instance's work in progress would vanish. Missing is fine.
         """
         path = self.staging / _staging_name(instance_id, "instance_id")
-        with _os_errors("remove a staging directory"):
+        with os_errors("remove a staging directory"):
             _fsops.make_writable_and_remove(path)
 
     def staging_instances(self) -> list[str]:
         """Instance ids that have a staging directory, sorted."""
-        with _os_errors("list staging"):
+        with os_errors("list staging"):
             try:
                 entries = list(os.scandir(self.staging))
             except FileNotFoundError:
@@ -220,7 +224,7 @@ class Store:
         Safe at any time, even while another instance deletes its own trash: both
         sides treat an entry that vanished as done. Returns the number of entries.
         """
-        with _os_errors("empty the trash"):
+        with os_errors("empty the trash"):
             try:
                 entries = list(os.scandir(self.trash))
             except FileNotFoundError:
@@ -246,7 +250,7 @@ class Store:
         }
         if real in protected or not real.is_relative_to(root):
             raise InvalidArgument.field("path", "must be an entry inside the store")
-        with _os_errors("remove a directory"):
+        with os_errors("remove a directory"):
             _fsops.make_writable_and_remove(real)
 
     # -- paths -------------------------------------------------------------------------
@@ -322,7 +326,7 @@ class Store:
         Only regular files and directories are accepted in the tree.
         """
         tree = self._staged(tree, "tree", directory=True)
-        with _os_errors("commit the package"):
+        with os_errors("commit the package"):
             _seal_tree(tree)
             # Modes are set before the flush so they are as durable as the data.
             _fsops.make_durable(tree, use_syncfs=self.use_syncfs)
@@ -338,7 +342,7 @@ class Store:
         target = self.version_dir(skill_id, version)
         skill_dir = target.parent
         tree = self._staged(tree, "tree", directory=True)
-        with _os_errors("commit the package"):
+        with os_errors("commit the package"):
             if _ensure_dir(skill_dir):
                 _fsops.fsync_path(self.packages)
             leftover = self._move_to_trash(target) if _lstat_mode(target) else None
@@ -364,7 +368,7 @@ class Store:
         target = self.version_dir(skill_id, version)
         skill_dir = target.parent
         tree = self._staged(tree, "tree", directory=True)
-        with _os_errors("place the package"):
+        with os_errors("place the package"):
             if _lstat_mode(target):
                 return False
             _seal_tree(tree)
@@ -390,20 +394,20 @@ class Store:
         if not is_valid_skill_name(skill_id):
             raise InvalidArgument.field("skill_id", SKILL_NAME_RULE)
         locks = self.root / _LOCKS
-        with _os_errors("create a lock file"):
+        with os_errors("create a lock file"):
             locks.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         return locks / skill_id
 
     def space(self) -> tuple[int, int]:
         """``(free, total)`` bytes of the store's filesystem (free as a non-root writer sees it)."""
-        with _os_errors("measure its filesystem"):
+        with os_errors("measure its filesystem"):
             st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     def versions_on_disk(self) -> dict[str, list[str]]:
         """skill → the version directories present under ``packages/`` (links excluded)."""
         found: dict[str, list[str]] = {}
-        with _os_errors("list packages"):
+        with os_errors("list packages"):
             try:
                 skills = list(os.scandir(self.packages))
             except FileNotFoundError:
@@ -421,7 +425,7 @@ class Store:
     def versions_on_disk_of(self, skill_id: str) -> list[str]:
         """The version directories present under ``packages/<skill_id>/``, sorted."""
         skill_dir = self.skill_dir(skill_id)
-        with _os_errors("list packages"):
+        with os_errors("list packages"):
             try:
                 entries = list(os.scandir(skill_dir))
             except (FileNotFoundError, NotADirectoryError):
@@ -448,7 +452,7 @@ class Store:
                 f"version {version} is the current version of skill {skill_id}",
                 reason="VERSION_IS_CURRENT",
             )
-        with _os_errors("move the package out of the store"):
+        with os_errors("move the package out of the store"):
             if not _lstat_mode(target):
                 return None
             stash_dir = self.instance_staging(instance_id) / _STASH
@@ -467,7 +471,7 @@ class Store:
         """An instance's stashed directories as ``(path, skill_id, version or None)``."""
         stash_dir = self.staging / _staging_name(instance_id, "instance_id") / _STASH
         found: list[tuple[Path, str, str | None]] = []
-        with _os_errors("list stashed packages"):
+        with os_errors("list stashed packages"):
             try:
                 entries = list(os.scandir(stash_dir))
             except FileNotFoundError:
@@ -484,7 +488,7 @@ class Store:
         target = (
             self.skill_dir(skill_id) if version is None else self.version_dir(skill_id, version)
         )
-        with _os_errors("restore the package"):
+        with os_errors("restore the package"):
             if _lstat_mode(target):
                 return False
             _ensure_dir(target.parent)
@@ -498,7 +502,7 @@ class Store:
         """Delete a stashed directory for good."""
         if not path.resolve().is_relative_to(self.staging.resolve()):
             raise InvalidArgument.field("path", "must be inside staging")
-        with _os_errors("delete the stashed package"):
+        with os_errors("delete the stashed package"):
             _fsops.make_writable_and_remove(path)
 
     def _move_to_trash(self, path: Path) -> Path:
@@ -529,7 +533,7 @@ class Store:
                 reason="PACKAGE_FILES_MISSING",
             )
         temporary = skill_dir / f"{_CURRENT_TMP_PREFIX}{uuid.uuid4().hex}"
-        with _os_errors("activate the version"):
+        with os_errors("activate the version"):
             os.symlink(version, temporary)
             try:
                 os.replace(temporary, skill_dir / CURRENT)
@@ -556,7 +560,7 @@ class Store:
     def deactivate(self, skill_id: str) -> None:
         """Remove ``packages/<skill>/current`` (the skill has no current version)."""
         link = self.current_link(skill_id)
-        with _os_errors("deactivate the skill"):
+        with os_errors("deactivate the skill"):
             try:
                 os.unlink(link)
             except FileNotFoundError:
@@ -577,7 +581,7 @@ class Store:
                 f"version {version} is the current version of skill {skill_id}",
                 reason="VERSION_IS_CURRENT",
             )
-        with _os_errors("remove the version"):
+        with os_errors("remove the version"):
             if not _lstat_mode(target):
                 return
             trash = self._move_to_trash(target)
@@ -587,7 +591,7 @@ class Store:
     def remove_skill(self, skill_id: str) -> None:
         """Remove a skill's directory: every version and ``current``. Missing is fine."""
         skill_dir = self.skill_dir(skill_id)
-        with _os_errors("remove the skill"):
+        with os_errors("remove the skill"):
             if not _lstat_mode(skill_dir):
                 return
             trash = self._move_to_trash(skill_dir)
@@ -608,13 +612,13 @@ class Store:
             # The names are fine (checked above) but a link on disk leads elsewhere:
             # that is damage to report, not a bad request.
             return ["the version directory leads outside the store (a symbolic link?)"]
-        with _os_errors("verify the package"):
+        with os_errors("verify the package"):
             return verify_tree(target, files)
 
     def usage_bytes(self) -> int:
         """Total size of the regular files under ``packages/``, ``blobs/`` and ``kept/``."""
         total = 0
-        with _os_errors("measure its size"):
+        with os_errors("measure its size"):
             for top in (self.packages, self.blobs.parent, self.kept.parent):
                 total += _regular_bytes(top)
         return total
