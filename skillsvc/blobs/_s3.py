@@ -32,6 +32,16 @@ the bytes sent are the file whose SHA-256 the caller computed as it received the
 and after the upload a HEAD checks the stored object's size. Every read hashes the
 bytes again (:meth:`S3Blobs.fetch`, :meth:`S3Blobs.stream`, :meth:`S3Blobs.intact`),
 so damage at rest is found where it matters.
+
+A put skips the upload only when the object is there with the same size *and* the
+``x-amz-meta-sha256`` a put of ours stored with it, so an object replaced by anything
+else (other bytes of the same size, written without that metadata) is healed by the
+next put of the right bytes. Not the server's ``x-amz-checksum-sha256``: obstore's HEAD
+does not ask for it (``x-amz-checksum-mode``) nor return it, and after a multipart
+upload it is a checksum of the parts' checksums, not the object's digest. Neither
+would notice bytes that rot under an unchanged header without reading them all: the
+reads above find those, and ``fsck --repair`` removes an object it finds damaged, so
+the next put of the right bytes stores them again.
 """
 
 from __future__ import annotations
@@ -75,6 +85,9 @@ _PART_BYTES: Final = 8 * 1024 * 1024
 """Multipart part size (S3's minimum is 5 MiB); archives up to this go in one PUT."""
 _PARTS_IN_FLIGHT: Final = 2
 """Parts uploaded at once: bounds an upload's memory to about 16 MiB."""
+DIGEST_METADATA: Final = "sha256"
+"""User metadata (``x-amz-meta-sha256``) :meth:`S3Blobs.put` stores with each object:
+the digest its bytes had when the server checked them. See :meth:`S3Blobs.put`."""
 
 CONNECT_TIMEOUT: Final = datetime.timedelta(seconds=2)
 READ_TIMEOUT: Final = datetime.timedelta(seconds=10)
@@ -183,14 +196,17 @@ class S3Blobs:
         key = self.key(kind, sha256)
         with os_errors("read the archive to upload"):
             expected = (await asyncio.to_thread(os.stat, source)).st_size
-        if await self.size(kind, sha256) == expected:
-            count("put", "ok")  # content-addressed: the same name holds the same bytes
+        if await self._stored(kind, sha256, "put") == (expected, sha256):
+            # Stored by this method, whole (the server checked the body's SHA-256),
+            # and not replaced since (a replacement drops or changes the metadata).
+            count("put", "ok")
             return
         with _bucket_errors("store the archive", "put", self.location):
             await obstore.put_async(
                 self._store,
                 key,
                 source,
+                attributes={DIGEST_METADATA: sha256},
                 chunk_size=_PART_BYTES,
                 max_concurrency=_PARTS_IN_FLIGHT,
             )
@@ -204,6 +220,17 @@ class S3Blobs:
             )
         BLOB_BYTES.labels("out").inc(expected)
         count("put", "ok")
+
+    async def _stored(self, kind: Kind, sha256: str, op: str) -> tuple[int, str] | None:
+        """The object's size and the digest :meth:`put` recorded with it (``""`` if
+        none), from one HEAD; None when there is no object."""
+        key = self.key(kind, sha256)
+        with _bucket_errors("check the archive", op, self.location):
+            try:
+                head = await obstore.get_async(self._store, key, options={"head": True})
+            except FileNotFoundError:
+                return None
+        return int(head.meta["size"]), str(head.attributes.get(DIGEST_METADATA, ""))
 
     async def delete(self, kind: Kind, sha256: str) -> None:
         key = self.key(kind, sha256)

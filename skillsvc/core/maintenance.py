@@ -36,14 +36,18 @@ async def _repair_tree(
     or damaged it, nothing here can recreate it (restore it from a backup).
     """
     maintenance = Maintenance(db.pool)
+    dropped = False
     work = await asyncio.to_thread(store.new_work_dir, MAINTENANCE_INSTANCE, uuid.uuid4().hex)
     try:
         archive = work / "archive"
         try:
             await blobs.fetch("archive", package.sha256, archive)
             intact = True
-        except (NotFound, DataLoss):
+        except NotFound:
             intact = False
+        except DataLoss:
+            intact = False
+            dropped = await _drop_damaged_archive(db, blobs, package.sha256)
         if intact:
             report = await asyncio.to_thread(
                 validate_archive,
@@ -63,18 +67,42 @@ async def _repair_tree(
                     )
                 return "restored from its archive"
         currents = await maintenance.current_versions()
+        note = _DROPPED_NOTE if dropped else ""
         if currents.get(package.skill_id) == package.version:
             return (
                 "NOT repaired: it is the current version and its archive is missing or "
-                "damaged (fsck cannot recreate the bytes; restore them from a backup or roll back)"
+                "damaged (fsck cannot recreate the bytes; restore them from a backup or "
+                f"roll back){note}"
             )
         await maintenance.mark_failed(package.skill_id, package.version)
         return (
             "marked FAILED: its archive is missing or damaged "
-            "(fsck cannot recreate the bytes; restore them from a backup)"
+            f"(fsck cannot recreate the bytes; restore them from a backup){note}"
         )
     finally:
         await asyncio.to_thread(store.make_writable_and_remove, work)
+
+
+_DROPPED_NOTE = (
+    "; the damaged object was removed, so an install of the same bytes stores them again"
+)
+
+
+async def _drop_damaged_archive(db: Database, blobs: BlobStore, sha256: str) -> bool:
+    """Remove an archive whose bytes no longer hash to its name; True if removed.
+
+    Its bytes are of no use to anyone (every read ends ``DATA_LOSS``), and while it
+    stays, a put of the right bytes may take it for them and skip the upload (an
+    object rotted under unchanged metadata). Checked again under the archive's lock,
+    so bytes an install stored meanwhile are kept.
+    """
+    async with db.transaction() as tx:
+        await tx.lock_blob(sha256)
+        if not await blobs.exists("archive", sha256) or await blobs.intact("archive", sha256):
+            return False
+        await blobs.delete("archive", sha256)
+    logger.warning("fsck removed the damaged archive %s from %s", sha256, blobs.location)
+    return True
 
 
 async def fsck(

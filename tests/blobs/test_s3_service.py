@@ -271,3 +271,32 @@ async def test_an_archive_stored_for_a_ready_that_never_committed_goes_back_to_k
     retried = await stub.Retry(skill_service_pb2.RetryRequest(operation_id=failed.operation_id))
     assert (await _wait(stub, retried.operation_id)).state == OK
     assert await bucket.digests("archive") == [_digest(data)]
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "rotted"])
+async def test_installing_the_same_bytes_again_heals_a_damaged_object(
+    app: App, stub: Stub, seaweed: SeaweedS3, bucket: S3Blobs, db: asyncpg.Connection, damage: str
+) -> None:
+    await create_skill(stub, "pdf-tools")
+    old = skill_archive("pdf-tools", "1.0.0")
+    for data in (old, skill_archive("pdf-tools", "1.1.0")):
+        assert (await install_and_wait(stub, "pdf-tools", data))[0].state == OK
+    digest = _digest(old)
+    bucket_name, _, prefix = str(app.settings.blob_store).removeprefix("s3://").partition("/")
+    raw = S3Store(bucket_name, config=seaweed.options(), client_options={"allow_http": True})
+    # Other bytes of the same size: written by something else ("overwritten": no
+    # metadata of ours), or rotted under the metadata our put stored ("rotted").
+    forged = bytes(b ^ 0xFF for b in old)
+    attributes = {"sha256": digest} if damage == "rotted" else {}
+    await obstore.put_async(raw, f"{prefix}/blobs/sha256/{digest}", forged, attributes=attributes)
+
+    _code, report = await skillsvc(app, "fsck", "--repair", env=_env(app, seaweed))
+    assert "damaged object was removed" in report["damaged_packages"][0]["repair"]
+    assert await db.fetchval("SELECT state FROM skill_packages WHERE version = '1.0.0'") == "FAILED"
+
+    again, _ = await install_and_wait(stub, "pdf-tools", old, activate=False)
+
+    assert again.state == OK, again.error
+    assert await bucket.intact("archive", digest)
+    _info, downloaded = await _download(stub, "pdf-tools", "1.0.0")
+    assert downloaded == old
