@@ -60,6 +60,18 @@ def corrupt(kind: Kind, sha256: str, actual: str, where: str) -> DataLoss:
     )
 
 
+def wrong_size(kind: Kind, sha256: str, size: int, expected: int, where: str) -> DataLoss:
+    """The error for an object of another size than recorded (found before reading it
+    all, so an oversized object is never copied whole)."""
+    what = f"{size} bytes" if size <= expected else f"more than {expected} bytes"
+    return DataLoss(
+        f"{kind} {sha256} in the blob store ({where}) is damaged: it has {what}, "
+        f"not the {expected} recorded",
+        reason=CORRUPT_REASON,
+        metadata={"sha256": sha256, "size_bytes": str(expected)},
+    )
+
+
 def unavailable(action: str, detail: str, where: str) -> Unavailable:
     """The error for a blob store that does not answer (or refuses us)."""
     return Unavailable(
@@ -98,8 +110,15 @@ class BlobStore(Protocol):
         """
         ...
 
-    async def fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
-        """Write the object to ``dest``, hashing as it goes; on any error ``dest`` is gone."""
+    async def fetch(
+        self, kind: Kind, sha256: str, dest: Path, *, expected_size: int | None = None
+    ) -> None:
+        """Write the object to ``dest``, hashing as it goes; on any error ``dest`` is gone.
+
+        ``expected_size`` (what the database recorded, when the caller knows it) caps
+        what is read: an object of another size is ``DataLoss`` (``BLOB_CORRUPT``)
+        before its bytes are copied, or as soon as more arrive than expected.
+        """
         ...
 
     def stream(

@@ -32,6 +32,7 @@ from skillsvc.blobs._base import (
     corrupt,
     count,
     missing,
+    wrong_size,
 )
 from skillsvc.errors import SkillsvcError
 from skillsvc.metrics import BLOB_BYTES
@@ -151,10 +152,12 @@ class LocalBlobs:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
-        await asyncio.to_thread(self._fetch, kind, sha256, dest)
+    async def fetch(
+        self, kind: Kind, sha256: str, dest: Path, *, expected_size: int | None = None
+    ) -> None:
+        await asyncio.to_thread(self._fetch, kind, sha256, dest, expected_size)
 
-    def _fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
+    def _fetch(self, kind: Kind, sha256: str, dest: Path, expected_size: int | None) -> None:
         source = self.path(kind, sha256)
         try:
             with _os_errors("read the archive", "fetch"):
@@ -167,9 +170,11 @@ class LocalBlobs:
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
+                    self._check_size(kind, sha256, os.lstat(source).st_size, expected_size)
                     shutil.copyfile(source, dest)
                 fd = open_no_follow(str(dest))
                 try:
+                    self._check_size(kind, sha256, os.fstat(fd).st_size, expected_size)
                     actual = sha256_fd(fd)
                 finally:
                     os.close(fd)
@@ -179,6 +184,12 @@ class LocalBlobs:
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
+
+    def _check_size(self, kind: Kind, sha256: str, size: int, expected: int | None) -> None:
+        """Refuse an object of another size than recorded before reading (or copying) it."""
+        if expected is not None and size != expected:
+            count("fetch", "corrupt")
+            raise wrong_size(kind, sha256, size, expected, self.location)
 
     async def stream(
         self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES

@@ -73,6 +73,7 @@ from skillsvc.blobs._base import (
     count,
     missing,
     unavailable,
+    wrong_size,
 )
 from skillsvc.errors import InvalidArgument, SkillsvcError
 from skillsvc.metrics import BLOB_BYTES
@@ -264,18 +265,29 @@ class S3Blobs:
                 count(op, "missing")
                 raise missing(kind, sha256, self.location) from None
 
-    async def fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
+    async def fetch(
+        self, kind: Kind, sha256: str, dest: Path, *, expected_size: int | None = None
+    ) -> None:
         result = await self._open(kind, sha256, "fetch")
+        if expected_size is not None and int(result.meta["size"]) != expected_size:
+            count("fetch", "corrupt")  # Content-Length: nothing read yet
+            raise wrong_size(kind, sha256, int(result.meta["size"]), expected_size, self.location)
         digest = hashlib.sha256()
+        received = 0
         try:
             with os_errors("write the fetched archive"):
                 out = await asyncio.to_thread(open, dest, "xb")
             with out:
                 with _bucket_errors("read the archive", "fetch", self.location):
                     async for chunk in result.stream(min_chunk_size=STREAM_CHUNK_BYTES):
+                        received += len(chunk)
+                        BLOB_BYTES.labels("in").inc(len(chunk))
+                        if expected_size is not None and received > expected_size:
+                            # The object grew after the GET's headers (or they lied).
+                            count("fetch", "corrupt")
+                            raise wrong_size(kind, sha256, received, expected_size, self.location)
                         with os_errors("write the fetched archive"):
                             await asyncio.to_thread(_write_and_hash, out, digest, chunk)
-                        BLOB_BYTES.labels("in").inc(len(chunk))
                 with os_errors("write the fetched archive"):
                     await asyncio.to_thread(_flush, out)
             if digest.hexdigest() != sha256:

@@ -177,7 +177,7 @@ class Acceptance(Pipeline):
                 enter_stage(Stage.QUEUED, "queued")
             elif kept is not None:
                 archive = work / "archive"
-                if not await self._fetch_kept(kept.sha256, archive):
+                if not await self._fetch_kept(kept.sha256, kept.size_bytes, archive):
                     raise FailedPrecondition(
                         "the uploaded bytes of the failed attempt are no longer kept; "
                         "install again with a new upload",
@@ -293,13 +293,13 @@ class Acceptance(Pipeline):
                     )
             return await spooler.finish()
 
-    async def _fetch_kept(self, sha256: str, dest: Path) -> bool:
+    async def _fetch_kept(self, sha256: str, size: int, dest: Path) -> bool:
         """Fetch a retry's bytes (kept, or an installed package's archive) to ``dest``,
-        checked against their digest; False when neither is stored any more."""
+        checked against their digest and ``size``; False when neither is stored any more."""
         kinds: tuple[Kind, ...] = ("kept", "archive")  # kept: what a failed upload left
         for kind in kinds:
             try:
-                await self._blobs.fetch(kind, sha256, dest)
+                await self._blobs.fetch(kind, sha256, dest, expected_size=size)
             except NotFound:
                 continue
             return True

@@ -41,7 +41,7 @@ async def _repair_tree(
     try:
         archive = work / "archive"
         try:
-            await blobs.fetch("archive", package.sha256, archive)
+            await blobs.fetch("archive", package.sha256, archive, expected_size=package.size_bytes)
             intact = True
         except NotFound:
             intact = False
