@@ -7,6 +7,7 @@ restore, status) with the archives in the bucket instead of local ``blobs/``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,29 @@ async def test_installing_the_same_bytes_again_heals_a_damaged_object(
     assert await bucket.intact("archive", digest)
     _info, downloaded = await _download(stub, "pdf-tools", "1.0.0")
     assert downloaded == old
+
+
+async def test_backup_goes_on_past_a_damaged_object_and_lists_it(
+    app: App, stub: Stub, seaweed: SeaweedS3, bucket: S3Blobs, tmp_path: Path
+) -> None:
+    await create_skill(stub, "pdf-tools")
+    old, new = skill_archive("pdf-tools", "1.0.0"), skill_archive("pdf-tools", "1.1.0")
+    for data in (old, new):
+        assert (await install_and_wait(stub, "pdf-tools", data))[0].state == OK
+    forged = tmp_path / "forged"
+    forged.write_bytes(b"other bytes, same name")
+    await obstore.put_async(bucket._store, bucket.key("archive", _digest(old)), forged)
+
+    code, report = await skillsvc(app, "backup", str(tmp_path / "bk"), env=_env(app, seaweed))
+
+    assert code == 1, report
+    [damaged] = report["damaged_archives"]
+    assert damaged["sha256"] == _digest(old)
+    assert "damaged" in damaged["problem"]
+    assert report["missing_from_store_copy"] == ["pdf-tools 1.0.0"]
+    copied = tmp_path / "bk" / "store" / "blobs" / "sha256"
+    assert sorted(p.name for p in copied.iterdir()) == [_digest(new)]
+    assert (copied / _digest(new)).read_bytes() == new
+    assert (tmp_path / "bk" / "database.dump").is_file()
+    written = json.loads((tmp_path / "bk" / "backup.json").read_text())
+    assert written["damaged_archives"] == report["damaged_archives"]
