@@ -108,6 +108,8 @@ def _gc_text(report: dict[str, Any]) -> str:
             f"{verb} {len(report['failed_packages'])} failed package record(s)",
             f"{verb} {len(report['blobs'])} archive(s), {report['freed_bytes']} bytes",
             f"{verb} staging of {len(report['orphan_staging'])} stopped process(es)",
+            f"left {len(report['unowned_archives_in_grace'])} unowned archive(s) younger "
+            "than the grace (maybe installs in flight)",
         ]
     )
 

@@ -135,6 +135,11 @@ class BlobStore(Protocol):
         """The object's size in bytes, or None when it is not there."""
         ...
 
+    async def modified(self, kind: Kind, sha256: str) -> float | None:
+        """When the object was last written (seconds since the epoch, by the store's
+        clock: a bucket's ``Last-Modified``, a file's mtime), or None when it is not there."""
+        ...
+
     async def intact(self, kind: Kind, sha256: str) -> bool:
         """True when the object is there and its bytes hash to its name (reads it all)."""
         ...

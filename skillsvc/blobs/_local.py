@@ -243,6 +243,14 @@ class LocalBlobs:
             except FileNotFoundError:
                 return None
 
+    async def modified(self, kind: Kind, sha256: str) -> float | None:
+        target = self.path(kind, sha256)
+        with _os_errors("measure the archive", "size"):
+            try:
+                return (await asyncio.to_thread(os.lstat, target)).st_mtime
+            except FileNotFoundError:
+                return None
+
     async def intact(self, kind: Kind, sha256: str) -> bool:
         return await asyncio.to_thread(self._intact, kind, sha256)
 

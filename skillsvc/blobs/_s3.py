@@ -337,6 +337,17 @@ class S3Blobs:
         count(op, "ok")
         return int(meta["size"])
 
+    async def modified(self, kind: Kind, sha256: str) -> float | None:
+        key = self.key(kind, sha256)
+        with _bucket_errors("check the archive", "size", self.location):
+            try:
+                meta = await obstore.head_async(self._store, key)
+            except FileNotFoundError:
+                count("size", "ok")
+                return None
+        count("size", "ok")
+        return meta["last_modified"].timestamp()
+
     async def intact(self, kind: Kind, sha256: str) -> bool:
         try:
             async for _chunk in self.stream(kind, sha256):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -24,6 +25,13 @@ from skillsvc.validation import Limits, validate_archive
 logger = logging.getLogger(__name__)
 
 DAY_SECONDS = 24 * 3600.0
+UNOWNED_ARCHIVE_GRACE_SECONDS = 600.0
+"""gc leaves an archive no package owns alone until it is this old: an install stores
+its archive before it takes its locks and records its package (a bucket upload takes
+a while), so a young unowned archive is most likely one in flight on some host.
+Reaping it would be safe (the install stores it again under the archive's lock) but
+would hold up that skill for a second upload. An age is this host's clock against the
+blob store's (a bucket's ``Last-Modified``): a few minutes of skew only shift it."""
 MAINTENANCE_INSTANCE = "fsck"
 
 
@@ -209,7 +217,8 @@ async def gc(
 
     In the blob store: kept bytes nobody may retry any more, and archives no package
     owns (an install whose READY never committed, a deletion whose blob store did not
-    answer).
+    answer) once :data:`UNOWNED_ARCHIVE_GRACE_SECONDS` old (or ``older_than``, if
+    shorter): younger ones are listed, not removed.
     """
     blobs = blobs if blobs is not None else LocalBlobs(store.root)
     maintenance = Maintenance(db.pool)
@@ -239,10 +248,18 @@ async def gc(
             if not dry_run:
                 await blobs.delete("kept", digest)
             freed_blobs.append({"sha256": digest, "bytes": size, "kind": "kept"})
-    # Archives of installed packages whose packages are gone.
+    # Archives of installed packages whose packages are gone, once past the grace.
     in_use = await maintenance.blobs_in_use()
+    grace = min(older_than, UNOWNED_ARCHIVE_GRACE_SECONDS)
+    young: list[str] = []
     for digest in await blobs.digests("archive"):
         if digest in in_use:
+            continue
+        written = await blobs.modified("archive", digest)
+        if written is None:
+            continue  # gone meanwhile
+        if time.time() - written < grace:
+            young.append(digest)
             continue
         size = await blobs.size("archive", digest) or 0
         if not dry_run:
@@ -260,6 +277,7 @@ async def gc(
         "blobs": freed_blobs,
         "freed_bytes": sum(b["bytes"] for b in freed_blobs),
         "orphan_staging": staging,
+        "unowned_archives_in_grace": young,
     }
 
 

@@ -144,11 +144,21 @@ async def test_gc_removes_orphan_objects_and_expired_kept_bytes(
     code, report = await skillsvc(app, "gc", env=_env(app, seaweed))
 
     assert code == 0, report
-    assert sorted((b["kind"], b["sha256"]) for b in report["blobs"]) == sorted(
-        [("blob", _digest(orphan.read_bytes())), ("kept", _digest(kept.read_bytes()))]
-    )
-    assert await bucket.digests("archive") == [_digest(data)]  # the installed one stays
+    # The unowned archive was just written (an install on another host in flight?):
+    # left for the grace period.
+    assert [(b["kind"], b["sha256"]) for b in report["blobs"]] == [
+        ("kept", _digest(kept.read_bytes()))
+    ]
+    assert report["unowned_archives_in_grace"] == [_digest(orphan.read_bytes())]
+    assert await bucket.exists("archive", _digest(orphan.read_bytes()))
     assert await bucket.digests("kept") == []
+    # A retention shorter than the grace bounds it.
+    code, report = await skillsvc(app, "gc", "--older-than", "0s", env=_env(app, seaweed))
+    assert code == 0, report
+    assert [(b["kind"], b["sha256"]) for b in report["blobs"]] == [
+        ("blob", _digest(orphan.read_bytes()))
+    ]
+    assert await bucket.digests("archive") == [_digest(data)]  # the installed one stays
 
 
 async def test_fsck_reports_an_object_overwritten_in_the_bucket(
