@@ -100,6 +100,12 @@ class BlobStore(Protocol):
     shared: bool
     """True when other hosts see the same objects (a bucket); False for local blobs."""
 
+    @property
+    def down(self) -> bool:
+        """True while the last :meth:`probe` failed (stale between probes: a hint for
+        refusing work early, never a reason to skip an error check)."""
+        ...
+
     async def put(self, kind: Kind, sha256: str, source: Path, *, move: bool = False) -> None:
         """Store ``source`` (whose SHA-256 the caller computed) as ``kind``/``sha256``.
 

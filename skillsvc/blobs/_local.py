@@ -59,6 +59,8 @@ class LocalBlobs:
     """Objects as read-only files below ``root`` (the file store's root)."""
 
     shared = False
+    down = False
+    """The file store's filesystem: its own health check covers it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

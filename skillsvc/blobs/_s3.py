@@ -155,6 +155,7 @@ class S3Blobs:
         """``url`` is ``s3://bucket/prefix``; ``options`` are obstore ``S3Config`` keys
         (``endpoint``, ``access_key_id``, ``region``, ...) that override the environment."""
         bucket, prefix = parse_url(url)
+        self._down = False
         self.location = url
         self.bucket = bucket
         self.prefix = prefix
@@ -370,12 +371,24 @@ class S3Blobs:
         count("list", "ok")
         return sorted(found)
 
+    @property
+    def down(self) -> bool:
+        return self._down
+
     async def probe(self) -> None:
-        """List one key: answers only if the endpoint, the credentials and the bucket do."""
-        with _bucket_errors("answer", "probe", self.location):
-            stream = obstore.list(self._store, prefix=DIRECTORIES["archive"], chunk_size=1)
-            with contextlib.suppress(StopAsyncIteration):
-                await anext(stream)
+        """List one key: answers only if the endpoint, the credentials and the bucket do.
+
+        Its outcome is :attr:`down` until the next probe (one cut short by a timeout
+        counts as failed)."""
+        answered = False
+        try:
+            with _bucket_errors("answer", "probe", self.location):
+                stream = obstore.list(self._store, prefix=DIRECTORIES["archive"], chunk_size=1)
+                with contextlib.suppress(StopAsyncIteration):
+                    await anext(stream)
+            answered = True
+        finally:
+            self._down = not answered
         count("probe", "ok")
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from skillsvc.blobs import Kind
+from skillsvc.blobs import UNAVAILABLE_REASON, Kind
 from skillsvc.core.install_base import PROGRESS_INTERVAL_SECONDS, Job, uncancellable
 from skillsvc.core.install_requests import InstallRequest, check_request
 from skillsvc.core.models import (
@@ -31,12 +31,17 @@ from skillsvc.errors import (
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
+    Unavailable,
 )
 from skillsvc.intake import Spooled, Spooler
 from skillsvc.metrics import INSTALLS_QUEUED
 
 # One logger for every part of the installer, as when it was one module.
 logger = logging.getLogger("skillsvc.core.installs")
+
+BLOB_PROBE_SECONDS = 5.0
+"""How long an install waits for the blob store to answer again after its last probe
+failed, before it is refused (the server's probe allows the same)."""
 
 
 class Acceptance(Pipeline):
@@ -49,6 +54,7 @@ class Acceptance(Pipeline):
         check_request(req)
         assert req.source_type is not None  # check_request
         upload = req.source_type is SourceType.UPLOAD
+        await self._check_blob_store(caller, req)
         try:
             self._admit()  # before a byte of the upload is read
         except ResourceExhausted:
@@ -63,6 +69,28 @@ class Acceptance(Pipeline):
             self._dismiss()
             return op  # the same request_id was seen before: answer with that operation
         return await self._begin(op, req, chunks=chunks)
+
+    async def _check_blob_store(self, caller: Caller, req: InstallRequest) -> None:
+        """Refuse an install up front (``UNAVAILABLE``, ``BLOB_STORE_UNAVAILABLE``)
+        while the blob store's last probe failed and a probe now fails too.
+
+        Only a fast path, so an upload is not received whole for an archive that
+        cannot be stored: when the last probe is stale the other way (the store went
+        down since), the install fails as before, when it stores the archive.
+        """
+        if not self._blobs.down:
+            return
+        try:
+            # It may be back: then this install goes ahead.
+            async with asyncio.timeout(BLOB_PROBE_SECONDS):
+                await self._blobs.probe()
+        except (Unavailable, TimeoutError) as exc:
+            await self._check_can_install(caller, req)  # who may act comes first
+            detail = exc.message if isinstance(exc, Unavailable) else "its probe timed out"
+            raise Unavailable(
+                f"installs are refused while the blob store does not answer: {detail}",
+                reason=UNAVAILABLE_REASON,
+            ) from exc
 
     async def _check_can_install(self, caller: Caller, req: InstallRequest) -> None:
         """NOT_FOUND or PERMISSION_DENIED unless ``caller`` may install into the skill."""
