@@ -106,6 +106,28 @@ async def test_fsck_retires_a_package_whose_archive_is_gone_and_fixes_strays(
     assert os.readlink(app.store.root / "packages" / skill / "current") == "1.1.0"
 
 
+async def test_fsck_repair_removes_a_damaged_archive_so_the_same_bytes_heal_it(
+    app: App, stub: Stub, skill: str, db: asyncpg.Connection
+) -> None:
+    await _two_versions(stub, skill)
+    old = await db.fetchval("SELECT sha256 FROM skill_packages WHERE version = '1.0.0'")
+    blob = app.store.root / "blobs" / "sha256" / old
+    data = blob.read_bytes()
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(b ^ 0xFF for b in data))  # rotted in place, same size
+
+    _code, report = await skillsvc(app, "fsck", "--repair")
+
+    assert "damaged object was removed" in report["damaged_packages"][0]["repair"]
+    assert not blob.exists()
+    again, _ = await install_and_wait(stub, skill, data, activate=False)
+    assert again.state == OK, again.error
+    assert blob.read_bytes() == data
+    code, report = await skillsvc(app, "fsck")
+    assert code == 0
+    assert report["healthy"], report
+
+
 async def test_gc_dry_run_then_for_real(
     app: App, stub: Stub, skill: str, db: asyncpg.Connection
 ) -> None:
