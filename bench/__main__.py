@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--py-spy", default=None, help="py-spy executable (default: on PATH)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="SKILLSVC_NAME=VALUE",
+        help="a setting for every server the benchmark starts (repeatable), to compare "
+        "configurations run by run",
+    )
     return parser
 
 
@@ -101,11 +109,12 @@ async def run(args: argparse.Namespace) -> int:
         extra = {"cpu": (), "gil": ("--gil",), "native": ("--native",)}[args.profile_mode]
         profiler = Profiler(py_spy, args.profile, extra)
 
+    server_env = {**SERVER_ENV, **dict(item.split("=", 1) for item in args.env)}
     # Before the server starts: the code it imports is the code this names.
     machine_info = _report.machine()
     tmp = Path(tempfile.mkdtemp(prefix="skillsvc-bench-"))
     log(f"data in {tmp}; starting skillsvc serve on the embedded PostgreSQL")
-    server = Served.start("server-a", tmp / "data", tmp, **SERVER_ENV)
+    server = Served.start("server-a", tmp / "data", tmp, **server_env)
     bench: Bench | None = None
     try:
         await server.wait_serving()
@@ -117,7 +126,7 @@ async def run(args: argparse.Namespace) -> int:
                 server=server,
                 postgres=Postgres(tmp / "data" / "postgres"),
                 stub=Stub(chan),
-                server_env=SERVER_ENV,
+                server_env=server_env,
                 profiler=profiler,
                 log=log,
             )

@@ -50,6 +50,20 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
+def tree_cpu_seconds(proc: psutil.Process) -> float:
+    """CPU seconds of ``proc`` and its descendants other than PostgreSQL's.
+
+    The server's archive processes do part of its work; an embedded PostgreSQL it
+    started is counted on its own.
+    """
+    total = cpu_seconds(proc)
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if not child.name().startswith(("postgres", "pg_ctl")):
+                total += cpu_seconds(child)
+    return total
+
+
 def _status_kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -257,7 +271,7 @@ class CpuMeter:
     def _read(self) -> dict[str, float]:
         machine = psutil.cpu_times()
         values = {
-            "server": cpu_seconds(self.server),
+            "server": tree_cpu_seconds(self.server),
             "client": time.process_time(),
             # Every core's busy time (not idle, not waiting for I/O), in seconds.
             "machine": sum(machine) - machine.idle - getattr(machine, "iowait", 0.0),

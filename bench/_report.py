@@ -95,13 +95,13 @@ How to read it: each scenario ran in several runs (blocks), interleaved with its
 baseline (A B A B …) in the same invocation; a value is the median over runs of the
 metric computed within each run (percentiles are per run), with the smallest and
 largest run. Ratios are value ÷ baseline; only ratios are comparable across
-invocations. CPU figures are user + system seconds of the process (all threads), read
-from /proc. Progress latency is the watcher's arrival time minus the event's `time`
-(PostgreSQL `clock_timestamp()` in the UPDATE that sends the NOTIFY), same machine
-clock; the first event of each stream (the snapshot read at subscription) is not
-counted. Peak RSS is VmHWM after resetting it through /proc/<pid>/clear_refs (and
-20 ms VmRSS samples), of the skillsvc process only (PostgreSQL runs in its own
-processes)."""
+invocations. CPU figures are user + system seconds of the process (all threads; the
+server's with its archive processes), read from /proc. Progress latency is the
+watcher's arrival time minus the event's `time` (PostgreSQL `clock_timestamp()` in
+the UPDATE that sends the NOTIFY), same machine clock; the first event of each
+stream (the snapshot read at subscription) is not counted. Peak RSS is VmHWM after
+resetting it through /proc/<pid>/clear_refs (and 20 ms VmRSS samples), of the
+skillsvc process only (PostgreSQL and the archive processes run in their own)."""
 
 
 def write(

@@ -36,7 +36,16 @@ from bench._client import (
     start_install,
     watch,
 )
-from bench._procs import CpuMeter, Echo, Postgres, Profiler, RssSampler, Served, cpu_seconds
+from bench._procs import (
+    CpuMeter,
+    Echo,
+    Postgres,
+    Profiler,
+    RssSampler,
+    Served,
+    cpu_seconds,
+    tree_cpu_seconds,
+)
 from bench._stats import Row, Target, percentile, summary
 from skillsvc.v1 import resources_pb2, skill_service_pb2
 
@@ -150,9 +159,9 @@ class Bench:
         start = time.perf_counter()
         proc = self.server.ps
         while time.perf_counter() - start < timeout:
-            before = cpu_seconds(proc)
+            before = tree_cpu_seconds(proc)
             await asyncio.sleep(0.1)
-            if cpu_seconds(proc) - before < 0.005:
+            if tree_cpu_seconds(proc) - before < 0.005:
                 break
         return time.perf_counter() - start
 

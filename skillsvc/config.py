@@ -167,6 +167,14 @@ class Settings:
         "Installs that run at once per process; more wait in the QUEUED stage.",
     )
     """Install concurrency."""
+    archive_processes: int = _setting(
+        "SKILLSVC_ARCHIVE_PROCESSES",
+        1,
+        "Processes per worker that read, hash and extract archives (spawned at start-up, "
+        "about 50 MiB each), so that work does not hold the event loop's GIL; `0` runs it "
+        "in threads.",
+    )
+    """Archive worker processes per serving process (0: threads)."""
     max_queued_installs: int = _setting(
         "SKILLSVC_MAX_QUEUED_INSTALLS",
         1000,
@@ -194,7 +202,8 @@ class Settings:
         7 * 24 * 3600.0,
         "How long the change log behind WatchSkills keeps events: a client resuming "
         "with a `since` older than this gets OUT_OF_RANGE and lists again. Seconds, or "
-        "a number with s, m, h or d. Pruned by the running server.",
+        "a number with s, m, h or d. Pruned by the running server. Quiet streams get a "
+        "position marker every hour or quarter of this, whichever is shorter.",
         display="7d",
     )
     """Retention of the WatchSkills change log."""
@@ -453,6 +462,7 @@ class Settings:
                 raise ConfigError(f"{_env_name(name)}: must be greater than 0")
         non_negative = (
             "shutdown_grace_seconds",
+            "archive_processes",
             "url_max_redirects",
             "jwt_leeway_seconds",
             "read_cache_entries",
@@ -574,6 +584,7 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "max_files": int,
     "max_file_bytes": int,
     "max_concurrent_installs": int,
+    "archive_processes": int,
     "max_queued_installs": int,
     "heartbeat_seconds": float,
     "failed_retention_seconds": parse_duration,

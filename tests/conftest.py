@@ -122,6 +122,10 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         metrics_addr="",
         health_interval_seconds=0.2,
         shutdown_grace_seconds=1.0,
+        # Threads: a spawned archive process costs every test's start-up a few tenths
+        # of a second. tests/install/test_archive_work.py and every test that runs
+        # `skillsvc serve` cover the processes (the default).
+        archive_processes=0,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from urllib.parse import urlsplit
 
@@ -12,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from skillsvc.server import App
+from skillsvc.server import GIL_SWITCH_INTERVAL_SECONDS, App
 from skillsvc.v1 import skill_service_pb2, skill_service_pb2_grpc
 from tests.helpers import bad_fields, expect_status, reason
 
@@ -96,6 +97,14 @@ async def test_health_follows_the_database(
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()
+
+
+async def test_a_serving_process_hands_the_gil_back_to_its_loop_within_a_millisecond(
+    app: App,
+) -> None:
+    # The default 5 ms made health checks queue behind worker threads during installs.
+    assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL_SECONDS)
+    assert GIL_SWITCH_INTERVAL_SECONDS <= 0.001
 
 
 async def test_health_follows_the_store(app: App, channel: grpc.aio.Channel) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -29,7 +30,7 @@ from skillsvc.core.installs import Installer, InstallRequest
 from skillsvc.core.lifecycle import Lifecycle
 from skillsvc.core.models import Caller, DefinitionChanges, SourceType
 from skillsvc.core.watch import WatchHub
-from skillsvc.errors import InvalidArgument
+from skillsvc.errors import InvalidArgument, Unauthenticated
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 
 CANCEL_SETTLE_SECONDS = 0.1
@@ -233,14 +234,41 @@ class SkillService(skill_service_pb2_grpc.SkillServiceServicer):
     async def WatchSkills(
         self, request: skill_service_pb2.WatchSkillsRequest, context: Context
     ) -> AsyncIterator[resources_pb2.SkillEvent]:
+        caller = _caller(context)
         events = self._watch.watch(
-            _caller(context).visible_tenant,
+            caller.visible_tenant,
             list(request.skill_ids),
             request.since if request.HasField("since") else None,
         )
         async with contextlib.aclosing(events):
-            async for item in events:
+            if caller.expires_at is None:
+                async for item in events:
+                    yield skill_event_to_pb(item)
+                return
+            # The token was checked when the call started; it must not keep the
+            # stream open past its exp. The deadline bounds each wait for the next
+            # event only (never a send), so it cancels nothing but the hub's wait.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + (caller.expires_at - time.time())
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        item = await anext(events)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise _token_expired() from None
+                if loop.time() >= deadline:
+                    raise _token_expired()
                 yield skill_event_to_pb(item)
+
+
+def _token_expired() -> Unauthenticated:
+    return Unauthenticated(
+        "the token has expired; watch again with a fresh token and since set to the "
+        "last seq received",
+        reason="TOKEN_EXPIRED",
+    )
 
 
 async def _install_stream(

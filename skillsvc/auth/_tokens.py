@@ -20,6 +20,7 @@ Failures raise :class:`~skillsvc.errors.Unauthenticated` with a stable reason:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -124,7 +125,8 @@ class JwtAuthentication:
             raise _invalid(f"invalid token: {exc}") from None
         except (ValueError, TypeError) as exc:  # garbage PyJWT did not classify
             raise _invalid(f"invalid token: {type(exc).__name__}") from None
-        return caller_from_claims(claims)
+        caller = caller_from_claims(claims)
+        return dataclasses.replace(caller, expires_at=float(claims["exp"]) + self._leeway)
 
     def _verify_signature(self, token: str) -> tuple[VerificationKey, dict[str, Any]]:
         """The configured key that signed the token, and PyJWS's decoded parts."""

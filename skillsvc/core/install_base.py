@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from skillsvc.blobs import BlobStore, LocalBlobs
 from skillsvc.core.definitions import Definitions
@@ -28,6 +28,9 @@ from skillsvc.errors import (
 )
 from skillsvc.intake import Spooled
 from skillsvc.store import Store, store_error
+
+if TYPE_CHECKING:
+    from skillsvc.core.archive_work import ArchiveWork
 
 # One logger for every part of the installer, as when it was one module.
 logger = logging.getLogger("skillsvc.core.installs")
@@ -151,10 +154,13 @@ class InstallerBase:
         definitions: Definitions,
         settings: InstallerSettings,
         *,
+        archives: ArchiveWork,
         instance_id: str | None = None,
         blobs: BlobStore | None = None,
     ) -> None:
         self._db = db
+        # Where archives are read and extracted (worker processes or threads).
+        self._archives = archives
         self._store = store
         # Original archives and kept upload bytes: local blobs/ unless a bucket is set.
         self._blobs: BlobStore = blobs if blobs is not None else LocalBlobs(store.root)

@@ -179,6 +179,7 @@ class Installer(Acceptance):
                 instance_id=self.instance_id,
                 slots=self._slots,
                 settings=self._settings,
+                archives=self._archives,
             )
         finally:
             if this is not None:

@@ -25,7 +25,7 @@ Races, and why they are safe:
   skill's advisory lock, after re-reading the database under it. Installs, rollbacks
   and deletions change the store under the same lock, so a reconcile can neither undo
   a newer change nor place a version a deletion has just removed.
-- The expensive part (fetch, extract, check) runs outside that lock, in private
+- The expensive part (fetch, extract, check, flush) runs outside that lock, in private
   staging. Processes of one host that share a store (``SKILLSVC_WORKERS`` > 1, or a
   node that just installed the version itself) would each do it: a per-skill ``flock``
   on ``locks/<skill>`` lets one do it while the others wait, then find the
@@ -107,6 +107,12 @@ def _relaxed(limits: Limits, size: int, files: Sequence[tuple[str, int, str]]) -
     )
 
 
+def _difference(extracted: bool, recorded: bool) -> str:
+    if not extracted:
+        return "missing"
+    return "differs" if recorded else "unexpected"
+
+
 def extract_and_check(
     archive: Path,
     dest: Path,
@@ -126,11 +132,14 @@ def extract_and_check(
         raise Refused(
             "corrupt", f"the archive's SHA-256 is {report.sha256}, not the recorded {sha256}"
         )
-    extracted = {(f.path, f.size, f.sha256) for f in report.files}
-    recorded = {(path, size, digest.lower()) for path, size, digest in files}
+    extracted = {f.path: (f.size, f.sha256) for f in report.files}
+    recorded = {path: (nbytes, digest.lower()) for path, nbytes, digest in files}
     if extracted != recorded:
-        problems = [f"{p}: not as recorded" for p, _s, _d in sorted(extracted - recorded)]
-        problems += [f"{p}: missing" for p, _s, _d in sorted(recorded - extracted)]
+        problems = [
+            f"{path}: {_difference(path in extracted, path in recorded)}"
+            for path in sorted(extracted.keys() | recorded.keys())
+            if extracted.get(path) != recorded.get(path)
+        ]
         shown = "; ".join(problems[:_MAX_SHOWN])
         more = len(problems) - _MAX_SHOWN
         raise Refused(
@@ -193,6 +202,7 @@ class Materialiser:
         self._retry_base = retry_base_seconds
         self._retry_cap = retry_cap_seconds
         self._dirty: set[str] = set()
+        self._catching: set[str] = set()  # a catch-up pass has yet to check these
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._failing: dict[str, Backoff] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
@@ -283,7 +293,8 @@ class Materialiser:
         self.dispatch(skill_id)
 
     def _publish_pending(self) -> None:
-        MATERIALISE_PENDING.set(len(self._dirty | set(self._tasks) | set(self._failing)))
+        pending = self._dirty | self._catching | set(self._tasks) | set(self._failing)
+        MATERIALISE_PENDING.set(len(pending))
 
     def _spawn(self, work: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work, name=name)
@@ -341,9 +352,9 @@ class Materialiser:
                 s for s in {s for s, _ in currents} | set(on_disk) if is_valid_skill_name(s)
             )
             progress = _Progress(total=len(skills), last_log=started, log=first)
-            await asyncio.gather(
-                *(progress.track(self._attempt(s, observe_lag=not first)) for s in skills)
-            )
+            self._catching.update(skills)
+            self._publish_pending()
+            await asyncio.gather(*(progress.track(self._checked(s, first=first)) for s in skills))
             passing = progress.passing
             if not passing:
                 if first or not self.caught_up:
@@ -357,6 +368,13 @@ class Materialiser:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    async def _checked(self, skill_id: str, *, first: bool) -> bool:
+        try:
+            return await self._attempt(skill_id, observe_lag=not first)
+        finally:
+            self._catching.discard(skill_id)
+            self._publish_pending()
 
     def _set_caught_up(self, skills: int, seconds: float) -> None:
         already = self.caught_up
@@ -511,6 +529,8 @@ class Materialiser:
                     files,
                     self._limits,
                 )
+                # The slow flush before the lock, as installs do; under it, a rename.
+                await blocking(self._store.seal_package, work / "tree")
             except SkillsvcError as exc:
                 if exc.reason == CORRUPT_REASON:
                     raise Refused("corrupt", exc.message) from exc

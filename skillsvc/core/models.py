@@ -23,6 +23,10 @@ class Caller:
     """The caller's tenant; empty for platform callers."""
     roles: frozenset[str]
     """Any of ``admin``, ``publisher``, ``reader``."""
+    expires_at: float | None = None
+    """When the credentials stop being accepted (the token's ``exp`` plus the leeway,
+    seconds since the epoch); None when they do not expire. Streams that outlive the
+    check at their start end then (WatchSkills)."""
 
     @property
     def is_admin(self) -> bool:
@@ -297,6 +301,9 @@ class SkillEvent:
     """CURRENT_CHANGED: the version current after ('' = none)."""
     time: datetime
     """When the writing transaction made the change."""
+    narrows: bool = False
+    """The change hid the skill from some callers (public -> private): its earlier
+    events were re-tagged as private in the same transaction (migration 0009)."""
 
     def visible_to(self, tenant: str | None) -> bool:
         """The rule of every read (SPEC §7): None (admins) sees all."""

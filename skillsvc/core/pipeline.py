@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ from skillsvc.core.install_base import (
     Claim,
     Failure,
     Job,
-    blocking,
     is_file,
     store_errors,
     uncancellable,
@@ -52,7 +50,7 @@ from skillsvc.metrics import (
     INSTALLS_RUNNING,
     STORAGE_BYTES,
 )
-from skillsvc.validation import Report, validate_archive
+from skillsvc.validation import Report
 
 # One logger for every part of the installer, as when it was one module.
 logger = logging.getLogger("skillsvc.core.installs")
@@ -183,16 +181,13 @@ class Pipeline(Recovery):
         # VALIDATING row written after it would tell a watcher nothing.
         op = await self._stage(op, Stage.EXTRACTING, "extracting and validating the package")
         with store_errors("extract the package"):
-            report = await blocking(
-                functools.partial(
-                    validate_archive,
-                    spooled.path,
-                    work / "tree",
-                    self._settings.limits,
-                    sha256=spooled.sha256,
-                    expected_name=req.skill_id,
-                    expected_version=req.version or None,
-                )
+            report = await self._archives.validate(
+                spooled.path,
+                work / "tree",
+                self._settings.limits,
+                sha256=spooled.sha256,
+                expected_name=req.skill_id,
+                expected_version=req.version or None,
             )
         if not report.valid:
             raise ValidationFailed(report)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
 
-from skillsvc.core.install_base import blocking, store_errors
+from skillsvc.core.archive_work import ArchiveWork
+from skillsvc.core.install_base import store_errors
 from skillsvc.core.install_requests import InstallerSettings, InstallRequest
 from skillsvc.core.models import (
     SourceType,
 )
 from skillsvc.intake import Spooler, fetch_url
 from skillsvc.store import Store
-from skillsvc.validation import Code, Report, Severity, Violation, validate_archive
+from skillsvc.validation import Code, Report, Severity, Violation
 
 # One logger for every part of the installer, as when it was one module.
 logger = logging.getLogger("skillsvc.core.installs")
@@ -30,6 +30,7 @@ async def validate_only(
     instance_id: str,
     slots: asyncio.Semaphore,
     settings: InstallerSettings,
+    archives: ArchiveWork,
 ) -> Report:
     """Receive (or download) the archive into staging, validate it, remove staging.
 
@@ -58,16 +59,13 @@ async def validate_only(
             )
         async with slots:
             with store_errors("extract the package"):
-                report = await blocking(
-                    functools.partial(
-                        validate_archive,
-                        spooled.path,
-                        work / "tree",
-                        settings.limits,
-                        sha256=spooled.sha256,
-                        expected_name=req.skill_id or None,
-                        expected_version=req.version or None,
-                    )
+                report = await archives.validate(
+                    spooled.path,
+                    work / "tree",
+                    settings.limits,
+                    sha256=spooled.sha256,
+                    expected_name=req.skill_id or None,
+                    expected_version=req.version or None,
                 )
         if req.sha256 and req.sha256 != spooled.sha256:
             mismatch = Violation(

@@ -13,8 +13,11 @@ filtered). It starts from the table (replaying from ``since``), then follows the
 hub's pages. Whenever it cannot be sure to have everything after its position (a
 page that starts past it, a queue that overflowed because the client reads slowly),
 it goes back to the table from its position, so nothing is lost and nothing repeated,
-and its memory stays bounded by ``max_queued`` events. A position older than the
-retained history is ``OUT_OF_RANGE``.
+and its memory stays bounded by ``max_queued`` events. It does so too when a skill
+went private (an event that ``narrows``): the table then hides the skill's earlier
+events, which pages read before still show. A position older than the retained
+history is ``OUT_OF_RANGE``; a quiet watcher is sent its position now and then so
+that its client's last seq does not become one.
 """
 
 from __future__ import annotations
@@ -111,6 +114,15 @@ class WatchSettings:
     """Events a watcher may have waiting before it goes back to the table."""
     resync_seconds: float = 5.0
     """The hub reads at least this often while it has watchers (lost NOTIFYs)."""
+    marker_seconds: float = 3600.0
+    """A watcher whose position moved past events it may not see, without sending
+    anything, sends a SYNCED with its position after this long (at most a quarter of
+    the retention), so a client's resume position never falls out of the history."""
+
+    @property
+    def marker_interval(self) -> float:
+        """The longest a watcher keeps a moved position to itself."""
+        return min(self.marker_seconds, self.retention_seconds / 4)
 
 
 class WatchHub:
@@ -220,8 +232,16 @@ class WatchHub:
                 return
             page = _Page(self._last, tuple(window.events), window.events[-1].seq)
             self._last = page.last
+            # A skill went private: its earlier events were re-tagged in the table,
+            # but pages read before hold them as they were. Every watcher drops what
+            # it holds (and stops within a page it is sending) and reads from the
+            # table, so no one is shown what is hidden now. Rare: one read each.
+            narrows = any(event.narrows for event in page.events)
             for watcher in self._watchers:
-                watcher.put(page)
+                if narrows:
+                    watcher.resync()
+                else:
+                    watcher.put(page)
 
     async def prune_if_due(self) -> int:
         """Delete events past the retention, at most every ``retention / 2`` (≤ 60 s)."""
@@ -254,8 +274,10 @@ class WatchHub:
     ) -> AsyncGenerator[SkillEvent | Synced, None]:
         """Events after ``since`` (None: from now) that ``visible_to`` may see, forever.
 
-        First the retained history after ``since``, then one :class:`Synced`, then
-        each change as it is published. Ends with UNAVAILABLE when the server shuts
+        First the retained history after ``since``, then a :class:`Synced`, then
+        each change as it is published, and another :class:`Synced` (a position
+        marker) when the position moved past events the caller may not see and
+        nothing was sent for ``marker_interval``. Ends with UNAVAILABLE when the server shuts
         down; OUT_OF_RANGE when ``since`` (or the watcher's position, should the
         client fall a whole retention behind) is no longer retained.
         """
@@ -276,6 +298,10 @@ class WatchHub:
             # cannot be trusted to hold everything after pos.
             replay = since is not None
             synced = False
+            # The last position the client was given, and when: a position moved past
+            # invisible events only is sent as a SYNCED once it is interval old.
+            sent, sent_at = pos, time.monotonic()
+            interval = self.settings.marker_interval
             while True:
                 if watcher.closing:
                     raise _shutting_down()
@@ -286,14 +312,18 @@ class WatchHub:
                             pos = item
                         else:
                             yield item
+                            sent, sent_at = item.seq, time.monotonic()
                     continue
-                if not synced:
+                if not synced or (pos > sent and time.monotonic() - sent_at >= interval):
                     synced = True
+                    sent, sent_at = pos, time.monotonic()
                     yield Synced(pos)
                     continue  # the queue may have overflowed meanwhile
                 page = watcher.take()
                 if page is None:
-                    await watcher.ready.wait()
+                    wait = None if pos == sent else sent_at + interval - time.monotonic()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(watcher.ready.wait(), wait)
                     continue
                 if page.after > pos:
                     # Changes between our position and this page were read by the hub
@@ -301,9 +331,18 @@ class WatchHub:
                     watcher.resync()
                     continue
                 for event in page.events:
-                    if event.seq > pos and _matches(event, visible_to, wanted):
+                    if watcher.overflowed:
+                        # A skill went private (or the queue overflowed) while this
+                        # page was being sent: the rest from the table, from pos.
+                        break
+                    if event.seq <= pos:
+                        continue
+                    if _matches(event, visible_to, wanted):
                         yield event
-                pos = max(pos, page.last)
+                        sent, sent_at = event.seq, time.monotonic()
+                    pos = event.seq
+                else:
+                    pos = max(pos, page.last)
 
     async def _replay(
         self, visible_to: str | None, skill_ids: Sequence[str], watcher: _Watcher, pos: int

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from skillsvc.db._admin import forget_instances, holds_skills, schema_version, server_major
+from skillsvc.db._driver import SERVER_SETTINGS
 from skillsvc.db._embedded import EmbeddedPostgres
 from skillsvc.db._events import EVENTS_CHANNEL, EventLog
 from skillsvc.db._listener import CATALOG_CHANNEL, Listener
@@ -68,7 +69,7 @@ async def _first_connection(url: str) -> asyncpg.Connection:
     # a refusal here (unreachable, bad credentials, no such database) is a start-up
     # failure named once, not the per-request "retry later" of translate_errors.
     try:
-        return await asyncpg.connect(url)
+        return await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise Unavailable(
             f"cannot connect to PostgreSQL at {redact_url(url)}: {exc}",
@@ -96,6 +97,7 @@ async def connect(url: str, *, pool_size: int, run_migrations: bool = True) -> D
             min_size=1,
             max_size=pool_size,
             command_timeout=60,
+            server_settings=SERVER_SETTINGS,
             init=_init_connection,
             reset=_keep_session,
         )

@@ -29,6 +29,18 @@ class Executor(Protocol):
     async def fetchval(self, query: str, *args: Any) -> Any: ...
 
 
+SERVER_SETTINGS: Final = {"default_transaction_isolation": "read committed"}
+"""Session settings of every connection the service opens.
+
+The change-log publisher (``skillsvc_publish_events``), the claim function
+(``skillsvc_claim_version``) and the visibility rewrite of migration 0009 take a lock,
+then rely on their next statement seeing everything committed before the lock was
+granted: READ COMMITTED. A server or database configured with another default
+(``default_transaction_isolation = 'repeatable read'``) would make concurrent
+publishers fail and claims count stale rows, so the service sets it per connection.
+"""
+
+
 # Constraint names the domain cares about (see migrations/0001_initial.sql).
 _UNIQUE_ERRORS: Final = {
     "skill_definitions_pkey": "skill definition {0!r} already exists",

@@ -1,7 +1,7 @@
 """The change log of definitions and packages (``skill_events``): publish, read, prune.
 
-Triggers (``migrations/0005_skill_events.sql``) write the events and NOTIFY
-:data:`EVENTS_CHANNEL`; the migration explains why events are numbered by a serialised
+Triggers (``migrations/0005_skill_events.sql``, ``0009_event_visibility.sql``) write
+the events and NOTIFY :data:`EVENTS_CHANNEL`; 0005 explains why events are numbered by a serialised
 publisher rather than by the writers (``seq > last`` must never skip a late commit).
 """
 
@@ -19,7 +19,9 @@ from skillsvc.db._driver import Executor, translate_errors
 EVENTS_CHANNEL: Final = "skillsvc_events"
 """The NOTIFY channel of new (still unpublished) change-log events; the payload is empty."""
 
-_EVENT: Final = "seq, skill_id, tenant, public, type, version, from_version, to_version, time"
+_EVENT: Final = (
+    "seq, skill_id, tenant, public, type, version, from_version, to_version, time, narrows"
+)
 
 PUBLISH_EVENTS: Final = "SELECT skillsvc_publish_events()"
 
@@ -65,6 +67,7 @@ def _event_of(row: Any) -> SkillEvent:
         from_version=row["from_version"],
         to_version=row["to_version"],
         time=row["time"],
+        narrows=row["narrows"],
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from skillsvc.db._driver import SERVER_SETTINGS
 from skillsvc.loops import Backoff
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Listener:
                 )
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._url, timeout=10)
+        conn = await asyncpg.connect(self._url, timeout=10, server_settings=SERVER_SETTINGS)
         try:
             for channel in self._handlers:
                 await conn.add_listener(channel, self._deliver)

@@ -357,13 +357,11 @@ class Store:
         return target
 
     def place_version(self, tree: Path, skill_id: str, version: str) -> bool:
-        """Move a materialised tree (extracted from a fetched archive) into place.
+        """Move a sealed, materialised tree (see :meth:`seal_package`) into place.
 
-        Like :meth:`commit_package` without an archive: ``tree`` (inside staging) is
-        sealed read-only and made durable, then renamed to
-        ``packages/<skill>/<version>/``. If that directory exists already (another
-        process of this host placed or installed it meanwhile), nothing is replaced:
-        ``tree`` is left to the caller and False returned.
+        Unlike :meth:`place_package`, an existing ``packages/<skill>/<version>/`` is
+        kept (another process of this host placed or installed it meanwhile): then
+        ``tree`` is left to the caller and False is returned.
         """
         target = self.version_dir(skill_id, version)
         skill_dir = target.parent
@@ -371,8 +369,6 @@ class Store:
         with os_errors("place the package"):
             if _lstat_mode(target):
                 return False
-            _seal_tree(tree)
-            _fsops.make_durable(tree, use_syncfs=self.use_syncfs)
             if _ensure_dir(skill_dir):
                 _fsops.fsync_path(self.packages)
             try:

@@ -242,8 +242,10 @@ class _SkillEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SkillE
     activation, rollback, or a forced delete clearing it: empty means none).
     """
     SKILL_EVENT_TYPE_SYNCED: _SkillEventType.ValueType  # 7
-    """Not a change: the stream has replayed everything up to `seq` and follows new
-    changes from here. Sent once per stream, after the replay; `skill_id` is empty.
+    """Not a change: every change up to `seq` the caller may see has been sent, and
+    `seq` is a valid `since`. Sent after the replay (the stream follows new changes
+    from there), then again as a position marker when the stream's position moved
+    past changes the caller may not see; `skill_id` is empty.
     """
 
 class SkillEventType(_SkillEventType, metaclass=_SkillEventTypeEnumTypeWrapper):
@@ -266,8 +268,10 @@ SKILL_EVENT_TYPE_CURRENT_CHANGED: SkillEventType.ValueType  # 6
 activation, rollback, or a forced delete clearing it: empty means none).
 """
 SKILL_EVENT_TYPE_SYNCED: SkillEventType.ValueType  # 7
-"""Not a change: the stream has replayed everything up to `seq` and follows new
-changes from here. Sent once per stream, after the replay; `skill_id` is empty.
+"""Not a change: every change up to `seq` the caller may see has been sent, and
+`seq` is a valid `since`. Sent after the replay (the stream follows new changes
+from there), then again as a position marker when the stream's position moved
+past changes the caller may not see; `skill_id` is empty.
 """
 Global___SkillEventType: _TypeAlias = SkillEventType  # noqa: Y015
 
@@ -786,8 +790,11 @@ class SkillEvent(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Position of the change in the change log: increases by one per change across
-    all skills (events the caller may not see leave gaps in its stream). Pass the
-    last one received as `since` to resume.
+    all skills and tenants. Events the caller may not see leave gaps in its stream:
+    a caller learns how many changes it could not see (so does the OUT_OF_RANGE
+    metadata), never which skills they were about or what they were; the log is
+    one sequence so that a position resumes on any replica with one number. Pass
+    the last one received as `since` to resume.
     """
     skill_id: _builtins.str
     """The skill that changed; empty for SYNCED."""

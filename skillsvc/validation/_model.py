@@ -7,8 +7,10 @@ validation in a worker thread and reads the result on the event loop) without co
 from __future__ import annotations
 
 import enum
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -115,6 +117,14 @@ class Manifest:
     """Tools the skill may use, from a space-separated string or a list."""
     metadata: Mapping[str, str]
     """Free-form string map (a read-only ``MappingProxyType``)."""
+
+    # A report crosses a process boundary (the archive pool), and a mappingproxy
+    # cannot be pickled: it travels as a dict and is wrapped again on arrival.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "metadata": dict(self.metadata)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, metadata=types.MappingProxyType(state["metadata"]))
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,57 @@ async def test_skillctl_watch_skills_reports_a_lost_history(app: App) -> None:
     assert "OUT_OF_RANGE" in result.err
     error = json.loads(result.out)["error"]
     assert (error["code"], error["reason"]) == ("OUT_OF_RANGE", "SINCE_UNKNOWN")
+
+
+async def test_the_async_client_resumes_from_a_position_marker_after_pruning(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    # The client watches a quiet skill while others change: the server's position
+    # markers (SYNCED) carry its position past them. The history up to there is then
+    # pruned and the server restarts: the client resumes from the marker, not from the
+    # first SYNCED (which would be OUT_OF_RANGE), and misses nothing.
+    address = f"127.0.0.1:{free_port()}"
+    fixed = dataclasses.replace(settings, listen_addr=address, watch_retention_seconds=2.0)
+    first: App | None = await build_server(fixed)
+    await first.start()
+    second: App | None = None
+    seen: list[resources_pb2.SkillEvent] = []
+    try:
+        async with AsyncClient(
+            Connection(address, retry=RetryPolicy(attempts=20, max_backoff=0.5))
+        ) as client:
+
+            async def follow() -> None:
+                async for event in client.watch_skills(["quiet"]):
+                    seen.append(event)
+                    if event.type == CREATED:
+                        return
+
+            reader = asyncio.create_task(follow())
+            async with asyncio.timeout(20):
+                while not seen:
+                    await asyncio.sleep(0.02)
+            for name in ("busy-1", "busy-2"):
+                await db.execute(
+                    "INSERT INTO skill_definitions (skill_id, public) VALUES ($1, true)", name
+                )
+            head = seen[0].seq + 2
+            async with asyncio.timeout(20):
+                while seen[-1].seq != head:
+                    await asyncio.sleep(0.02)
+            await first.stop(5)
+            first = None
+            await db.execute("DELETE FROM skill_events")  # pruned up to the head
+            second = await build_server(fixed)
+            await second.start()
+            await db.execute(
+                "INSERT INTO skill_definitions (skill_id, public) VALUES ('quiet', true)"
+            )
+            async with asyncio.timeout(30):
+                await reader
+    finally:
+        for app in (first, second):
+            if app is not None:
+                await app.stop(0)
+    assert {e.type for e in seen[:-1]} == {SYNCED}
+    assert (seen[-1].skill_id, seen[-1].seq) == ("quiet", head + 1)

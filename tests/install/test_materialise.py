@@ -162,3 +162,26 @@ async def test_a_node_missing_a_current_version_starts_and_catches_up(
     assert again.store.current_version(skill) == "1.1.0"
     assert again.store.verify_tree(skill, "1.1.0", await _files(app, skill, "1.1.0")) == []
     assert await again.check_health()
+
+
+async def test_files_that_differ_from_the_recorded_digests_are_refused(
+    app: App, stub: Stub, skill: str, db: asyncpg.Connection
+) -> None:
+    await _install(stub, skill, "1.0.0", "1.1.0")
+    _forget(app, skill, "1.0.0")
+    # The archive is intact; what was recorded at install says one file was different.
+    await db.execute(
+        "UPDATE skill_packages SET files = jsonb_set(files, '{0,sha256}', to_jsonb($1::text)) "
+        "WHERE version = '1.0.0'",
+        "0" * 64,
+    )
+    error = await expect_status(
+        stub.Rollback(
+            skill_service_pb2.RollbackRequest(skill_id=skill, target_version="1.0.0", reason="r")
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert reason(error) == "INTEGRITY_CHECK_FAILED"
+    assert "differs" in error.details()
+    assert app.store.current_version(skill) == "1.1.0"
+    assert not (app.store.root / "packages" / skill / "1.0.0").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from typing import Any
 
 import grpc
@@ -135,3 +137,23 @@ def test_bound_operation_is_on_every_later_line_of_the_task() -> None:
     assert entry["stage"] == "QUEUED"
     outside = json.loads(JsonFormatter().format(_record("elsewhere")))
     assert "operation_id" not in outside and "trace_id" not in outside
+
+
+def test_records_skip_caller_thread_and_process_lookups() -> None:
+    """Neither format shows them; finding them was a fifth of each access line's cost."""
+    code = (
+        "import logging, sys\n"
+        "from skillsvc.logs import configure_logging\n"
+        "configure_logging('INFO')\n"
+        "seen = []\n"
+        "class Keep(logging.Handler):\n"
+        "    def emit(self, record): seen.append(record)\n"
+        "logging.getLogger().addHandler(Keep())\n"
+        "logging.getLogger('skillsvc.access').info('x')\n"
+        "r = seen[0]\n"
+        "print(r.lineno, r.thread, r.process, r.processName)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["0", "None", "None", "None"]

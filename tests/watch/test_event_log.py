@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import asyncpg
 
-from skillsvc.db import EventLog
+from skillsvc.db import EventLog, connect
 
 
 async def test_concurrent_writers_and_publishers_give_a_reader_every_event_once(
@@ -102,3 +103,96 @@ async def test_pruning_keeps_a_suffix_and_the_head(db: asyncpg.Connection) -> No
     assert await log.prune(24 * 3600) == 2
     window = await log.window(4, 10)
     assert (window.head, window.oldest, window.events) == (4, None, [])
+
+
+async def _waiting_or_done(db: asyncpg.Connection, conn: asyncpg.Connection, task: Any) -> None:
+    """Return once ``conn``'s statement (run by ``task``) waits for a lock or is done."""
+    pid = conn.get_server_pid()
+    async with asyncio.timeout(20):
+        while not task.done() and not await db.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        ):
+            await asyncio.sleep(0.01)
+
+
+async def test_a_version_ready_racing_its_skill_going_private_is_private(
+    db: asyncpg.Connection, db_url: str
+) -> None:
+    # Both orders of two concurrent transactions: the definition goes private (and
+    # hides the skill's past) while a version becomes READY. Either way, the READY
+    # event must end up private: it is never shown to another tenant.
+    hider, installer = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    try:
+        for skill in ("hidden-first", "ready-first"):
+            await db.execute(
+                "INSERT INTO skill_definitions (skill_id, tenant, public) VALUES ($1, 'globex', true)",
+                skill,
+            )
+            await db.execute(
+                "INSERT INTO skill_packages (skill_id, version, state, source_type) "
+                "VALUES ($1, '1.0.0', 'INSTALLING', 'UPLOAD')",
+                skill,
+            )
+        hide = "UPDATE skill_definitions SET public = false WHERE skill_id = $1"
+        ready = "UPDATE skill_packages SET state = 'READY' WHERE skill_id = $1"
+
+        # The definition goes private first; the READY commits while that is open.
+        async with hider.transaction():
+            await hider.execute(hide, "hidden-first")
+            late = asyncio.create_task(installer.execute(ready, "hidden-first"))
+            await _waiting_or_done(db, installer, late)
+        await late
+
+        # The READY first; the definition goes private while that is open.
+        async with installer.transaction():
+            await installer.execute(ready, "ready-first")
+            late = asyncio.create_task(hider.execute(hide, "ready-first"))
+            await _waiting_or_done(db, hider, late)
+        await late
+
+        rows = await db.fetch(
+            "SELECT skill_id, public FROM skill_events WHERE type = 'PACKAGE_READY' "
+            "ORDER BY skill_id"
+        )
+        assert [tuple(r) for r in rows] == [("hidden-first", False), ("ready-first", False)]
+    finally:
+        await hider.close()
+        await installer.close()
+
+
+async def test_publishing_is_safe_where_the_default_isolation_is_repeatable_read(
+    db: asyncpg.Connection, db_url: str
+) -> None:
+    # A database whose sessions default to REPEATABLE READ: a publisher that waited
+    # for the head's lock would read with a snapshot from before it and fail ("could
+    # not serialize access"). The service's own connections pin READ COMMITTED.
+    name = await db.fetchval("SELECT current_database()")
+    await db.execute(
+        f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+    )
+    database = await connect(db_url, pool_size=2)
+    holder = await asyncpg.connect(db_url)
+    try:
+        await db.execute("INSERT INTO skill_definitions (skill_id, public) VALUES ('rr-a', true)")
+        async with holder.transaction():
+            assert await holder.fetchval("SELECT skillsvc_publish_events()") == 1
+            # Committed while the holder has the head: the service's publisher waits.
+            await db.execute(
+                "INSERT INTO skill_definitions (skill_id, public) VALUES ('rr-b', true)"
+            )
+            publishing = asyncio.create_task(database.events.publish())
+            async with asyncio.timeout(20):
+                while not await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                ):
+                    await asyncio.sleep(0.01)
+        assert await publishing == 2
+        rows = await db.fetch("SELECT seq, skill_id FROM skill_events ORDER BY seq")
+        assert [tuple(r) for r in rows] == [(1, "rr-a"), (2, "rr-b")]
+        assert await holder.fetchval("SHOW default_transaction_isolation") == "repeatable read"
+        async with database.pool.acquire() as pooled:
+            assert await pooled.fetchval("SHOW default_transaction_isolation") == "read committed"
+    finally:
+        await holder.close()
+        await database.close()

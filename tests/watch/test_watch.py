@@ -337,3 +337,77 @@ async def test_sigterm_ends_the_stream_with_unavailable(
     assert reason(error) == "SHUTTING_DOWN"
     async with asyncio.timeout(30):
         assert await served.proc.wait() == 0
+
+
+async def test_a_skill_going_private_is_dropped_from_what_a_watcher_still_holds(
+    app: App, db: asyncpg.Connection
+) -> None:
+    # A watcher of tenant acme that reads nothing while another tenant's public skill
+    # changes: the hub has queued those events for it. The skill then goes private:
+    # what the watcher still holds of it must not be sent any more.
+    hub = app.watch
+    stream = hub.watch("acme", [], None)
+    try:
+        synced = await anext(stream)
+        assert isinstance(synced, Synced)
+        # One change read first, so the watcher has caught up with the hub's start.
+        await db.execute("INSERT INTO skill_definitions (skill_id, public) VALUES ('warm', true)")
+        async with asyncio.timeout(20):
+            while hub.position != synced.seq + 1:
+                await asyncio.sleep(0.02)
+            assert (await anext(stream)).skill_id == "warm"  # type: ignore[union-attr]
+        await db.execute(
+            "INSERT INTO skill_definitions (skill_id, tenant, public) VALUES ('brief', 'globex', true)"
+        )
+        await db.execute("UPDATE skill_definitions SET description = 'd' WHERE skill_id = 'brief'")
+        async with asyncio.timeout(20):
+            while hub.position != synced.seq + 3:
+                await asyncio.sleep(0.02)
+        assert hub.backlog() == [(2, False)]
+        await db.execute("UPDATE skill_definitions SET public = false WHERE skill_id = 'brief'")
+        await db.execute("INSERT INTO skill_definitions (skill_id, public) VALUES ('fence', true)")
+        async with asyncio.timeout(20):
+            while hub.position != synced.seq + 5:
+                await asyncio.sleep(0.02)
+            # The hub read that it went private: the watcher dropped what it held.
+            assert hub.backlog() == [(0, True)]
+            events = [await anext(stream) for _ in range(2)]
+        assert [(e.type.value, e.skill_id, e.seq) for e in events] == [  # type: ignore[union-attr]
+            ("DEFINITION_UPDATED", "brief", synced.seq + 4),
+            ("DEFINITION_CREATED", "fence", synced.seq + 5),
+        ]
+    finally:
+        await stream.aclose()
+
+
+async def test_an_idle_watcher_gets_its_position_before_the_history_is_pruned(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    # A watcher for one quiet skill while others change: its position moves past
+    # events it does not see. Without a marker it could only resume from its last
+    # visible event, which pruning removes: OUT_OF_RANGE though it lost nothing.
+    app = await build_server(dataclasses.replace(settings, watch_retention_seconds=2.0))
+    await app.start()
+    try:
+        assert app.watch.settings.marker_interval == 0.5
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stub = skill_service_pb2_grpc.SkillServiceStub(channel)
+            async with watching(stub, skill_ids=("quiet",)) as watch:
+                start = await watch.synced()
+                for i in range(3):
+                    await create_skill(stub, f"busy-{i}")
+                # A SYNCED past them, though none of them is shown.
+                await watch.until(lambda w: w.events[-1].seq == start + 3, timeout=10)
+                assert {brief(e)[0] for e in watch.events} == {"SYNCED"}
+                marker = watch.events[-1].seq
+            # Everything up to the marker is pruned (nothing after it was): resuming
+            # from it loses nothing.
+            async with asyncio.timeout(20):
+                while await db.fetchval("SELECT count(*) FROM skill_events"):
+                    await asyncio.sleep(0.05)
+            async with watching(stub, since=marker, skill_ids=("quiet",)) as resumed:
+                assert await resumed.synced() == marker
+                await create_skill(stub, "quiet")
+                assert [e.seq for e in await resumed.count(1)] == [marker + 1]
+    finally:
+        await app.stop(0)

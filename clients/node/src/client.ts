@@ -364,10 +364,14 @@ export class SkillsvcClient {
 
   /**
    * Changes of skills, forever: the replay after `since` (none by default), one
-   * `SKILL_EVENT_TYPE_SYNCED` event, then each change as it happens. A stream cut by
-   * `UNAVAILABLE` (a server shutting down, a lost connection) is reopened from the
-   * last `seq` received, so nothing is lost or repeated. `OutOfRangeError` when
-   * `since` is older than the history the server keeps. Stop with `break`.
+   * `SKILL_EVENT_TYPE_SYNCED` event, then each change as it happens (later SYNCED
+   * events are position markers: the stream moved past changes the caller may not
+   * see). A stream cut by `UNAVAILABLE` (a server shutting down, a lost connection)
+   * is reopened from the last `seq` received, markers included, so nothing is lost or
+   * repeated. `OutOfRangeError` when `since` is older than the history the server
+   * keeps. When the token expires the server ends the stream (UNAUTHENTICATED,
+   * reason `TOKEN_EXPIRED`): watch again with a fresh token and `since` = the last
+   * `seq` received. Stop with `break`.
    */
   async *watchSkills(options: WatchOptions = {}): AsyncGenerator<SkillEvent> {
     let since = options.since;

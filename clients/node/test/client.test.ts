@@ -312,6 +312,26 @@ describe("watching skills", () => {
     await resumed.return(undefined);
   });
 
+  test("a quiet watch gets a position marker past changes it does not see", { timeout: 30_000 }, async () => {
+    // A server keeping 2 s of history marks a quiet stream's position every 0.5 s:
+    // the client yields the marker and resumes from its seq like any other.
+    const quick = await Server.start({ SKILLSVC_WATCH_RETENTION: "2s" });
+    const own = quick.client();
+    try {
+      const watch = own.watchSkills({ skillIds: ["node-quiet"] });
+      const first = (await watch.next()).value;
+      assert.equal(first?.type, "SKILL_EVENT_TYPE_SYNCED");
+      await own.createDefinition({ skill_id: "node-busy", description: "not watched" });
+      const marker = (await watch.next()).value;
+      assert.equal(marker?.type, "SKILL_EVENT_TYPE_SYNCED");
+      assert.equal(Number(marker?.seq), Number(first?.seq) + 1);
+      await watch.return(undefined);
+    } finally {
+      own.close();
+      assert.equal(await quick.stop(), 0, quick.log());
+    }
+  });
+
   test("a since the server does not keep is OUT_OF_RANGE", async () => {
     await assert.rejects(
       async () => {

@@ -252,7 +252,9 @@ class AsyncClient:
         """Changes of skills (every visible one when ``skill_ids`` is empty), forever.
 
         As :meth:`Client.watch_skills`: replay after ``since`` (None: from now), SYNCED,
-        then each change; reopened from the last ``seq`` received after ``UNAVAILABLE``.
+        then each change (and SYNCED position markers); reopened from the last ``seq``
+        received after ``UNAVAILABLE``; ends with :class:`PermissionDenied`
+        (``TOKEN_EXPIRED``) when the token expires: resume with a fresh one.
         """
         ids = builtins.list(skill_ids)
         position = since

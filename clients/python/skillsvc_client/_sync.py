@@ -250,11 +250,16 @@ class Client:
 
         ``since`` is the ``seq`` of the last event seen earlier (None: from now). The
         server replays what followed it, sends a ``SKILL_EVENT_TYPE_SYNCED`` event, then
-        each change as it happens. A stream cut by ``UNAVAILABLE`` (a server shutting
-        down, a lost connection) is reopened from the last ``seq`` received, so nothing
-        is lost or repeated (another SYNCED follows the replay). Stop by leaving the
-        loop. :class:`OutOfRange` when ``since`` is older than the history the server
-        keeps: list again and watch from now.
+        each change as it happens; later SYNCED events are position markers (the
+        stream moved past changes this caller may not see). A stream cut by
+        ``UNAVAILABLE`` (a server shutting down, a lost connection) is reopened from
+        the last ``seq`` received, markers included, so nothing is lost or repeated
+        (another SYNCED follows the replay). Stop by leaving the loop.
+        :class:`OutOfRange` when ``since`` is older than the history the server
+        keeps: list again and watch from now. When the connection's token expires
+        the server ends the stream (UNAUTHENTICATED, raised as
+        :class:`PermissionDenied` with reason ``TOKEN_EXPIRED``): call again with a
+        client holding a fresh token and ``since`` = the last ``seq`` received.
         """
         ids = builtins.list(skill_ids)
         position = since

@@ -286,23 +286,33 @@ class SkillServiceServicer:
         `fsck --repair`, `restore`, an operator's SQL).
 
         Only the changes the caller may see are sent: admins see every skill, other
-        callers their tenant's skills and public ones (as the skill was when the change
-        was made; an update that makes a skill private is still shown to those who could
-        see it before). Naming a skill the caller cannot see is not an error: its events
-        are simply not sent.
+        callers their tenant's skills and public ones, as the skill is now: once a skill
+        goes private, none of its earlier changes is shown to another tenant any more,
+        replayed or live (not yet sent). Only the update that made it private is, to
+        those who could see it before, so a runtime that used it drops it; it names the
+        skill and its tenant, nothing else. Naming a skill the caller cannot see is not
+        an error: its events are simply not sent.
 
         The stream first replays the retained changes after `since` (none when `since`
-        is unset), then sends one `SKILL_EVENT_TYPE_SYNCED` event, then every change as
-        it happens; it does not end by itself. To resume after a disconnect, call again
-        with `since` set to the `seq` of the last event received (SYNCED included):
-        nothing is lost and nothing repeated. To list and then watch without a race,
-        call WatchSkills without `since`, wait for SYNCED, list (ListSkillDefinitions,
-        GetPackage), then apply the events that follow.
+        is unset), then sends a `SKILL_EVENT_TYPE_SYNCED` event, then every change as it
+        happens; it does not end by itself. When the caller's position moves past changes
+        it may not see and nothing was sent for an hour (a quarter of the retention at
+        most), another SYNCED carries the position, so the last `seq` received stays
+        within the retained history. To resume after a disconnect, call again with
+        `since` set to the `seq` of the last event received (SYNCED included): nothing is
+        lost and nothing repeated. To list and then watch without a race, call
+        WatchSkills without `since`, wait for the first SYNCED, list
+        (ListSkillDefinitions, GetPackage), then apply the events that follow.
+
+        The caller is authorised when the call starts. With JWT authentication the
+        stream ends with UNAUTHENTICATED (reason `TOKEN_EXPIRED`) when the token expires
+        (its `exp` plus the configured leeway): call again with a fresh token and `since`.
 
         OUT_OF_RANGE when `since` is older than the retained history (reason
         `HISTORY_PRUNED`; `SKILLSVC_WATCH_RETENTION`, default 7 days) or ahead of it
         (reason `SINCE_UNKNOWN`, e.g. after a restore): list again and watch without
-        `since`. A client that reads so slowly that the server would have to hold more
+        `since`. Its `google.rpc.ErrorInfo` metadata gives the log's `head` (and
+        `oldest` retained seq). A client that reads so slowly that the server would have to hold more
         than 1000 events for it is served from the database instead; it gets
         OUT_OF_RANGE only if it falls a whole retention behind. When the server shuts
         down the stream ends with UNAVAILABLE (reason `SHUTTING_DOWN`): call again, with
