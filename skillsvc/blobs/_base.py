@@ -128,9 +128,15 @@ class BlobStore(Protocol):
         ...
 
     def stream(
-        self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+        self,
+        kind: Kind,
+        sha256: str,
+        chunk_bytes: int = STREAM_CHUNK_BYTES,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncGenerator[bytes, None]:
-        """The object's bytes in pieces; ``DataLoss`` at the end if they hash wrong."""
+        """The object's bytes in pieces; ``DataLoss`` at the end if they hash wrong, or
+        before the first piece if the object's size is not ``expected_size``."""
         ...
 
     async def exists(self, kind: Kind, sha256: str) -> bool:

@@ -194,7 +194,12 @@ class LocalBlobs:
             raise wrong_size(kind, sha256, size, expected, self.location)
 
     async def stream(
-        self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+        self,
+        kind: Kind,
+        sha256: str,
+        chunk_bytes: int = STREAM_CHUNK_BYTES,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncGenerator[bytes, None]:
         source = self.path(kind, sha256)
         try:
@@ -207,6 +212,16 @@ class LocalBlobs:
         except OSError as exc:
             count("stream", "unavailable")
             raise store_error(exc, "open the archive") from exc
+        try:
+            size = (await asyncio.to_thread(os.fstat, fd)).st_size
+        except OSError as exc:
+            os.close(fd)
+            count("stream", "unavailable")
+            raise store_error(exc, "open the archive") from exc
+        if expected_size is not None and size != expected_size:
+            os.close(fd)
+            count("stream", "corrupt")
+            raise wrong_size(kind, sha256, size, expected_size, self.location)
         digest = hashlib.sha256()
 
         def read() -> bytes:

@@ -300,10 +300,19 @@ class S3Blobs:
         count("fetch", "ok")
 
     async def stream(
-        self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+        self,
+        kind: Kind,
+        sha256: str,
+        chunk_bytes: int = STREAM_CHUNK_BYTES,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncGenerator[bytes, None]:
         result = await self._open(kind, sha256, "stream")
+        if expected_size is not None and int(result.meta["size"]) != expected_size:
+            count("stream", "corrupt")  # Content-Length: nothing read yet
+            raise wrong_size(kind, sha256, int(result.meta["size"]), expected_size, self.location)
         digest = hashlib.sha256()
+        received = 0
         pieces = result.stream(min_chunk_size=chunk_bytes)
         while True:
             with _bucket_errors("read the archive", "stream", self.location):
@@ -313,6 +322,10 @@ class S3Blobs:
                     break
             digest.update(chunk)
             BLOB_BYTES.labels("in").inc(len(chunk))
+            received += len(chunk)
+            if expected_size is not None and received > expected_size:
+                count("stream", "corrupt")
+                raise wrong_size(kind, sha256, received, expected_size, self.location)
             # Pieces may come bigger than asked (a whole received buffer): cut them.
             for start in range(0, len(chunk), chunk_bytes):
                 yield bytes(chunk[start : start + chunk_bytes])

@@ -337,3 +337,31 @@ async def test_backup_goes_on_past_a_damaged_object_and_lists_it(
     assert (tmp_path / "bk" / "database.dump").is_file()
     written = json.loads((tmp_path / "bk" / "backup.json").read_text())
     assert written["damaged_archives"] == report["damaged_archives"]
+
+
+async def test_download_refuses_an_object_bigger_than_recorded_before_streaming_it(
+    stub: Stub, bucket: S3Blobs, db: asyncpg.Connection
+) -> None:
+    from prometheus_client import REGISTRY
+
+    await create_skill(stub, "pdf-tools")
+    assert (await install_and_wait(stub, "pdf-tools", skill_archive("pdf-tools")))[0].state == OK
+    digest = await db.fetchval("SELECT sha256 FROM skill_packages")
+    await obstore.put_async(bucket._store, bucket.key("archive", digest), os.urandom(3_000_000))
+    read_before = REGISTRY.get_sample_value("skill_blob_store_bytes_total", {"direction": "in"})
+
+    call = stub.DownloadPackage(
+        skill_service_pb2.DownloadPackageRequest(skill_id="pdf-tools", version="1.0.0")
+    )
+    received: list[Any] = []
+
+    async def drain() -> None:
+        async for message in call:
+            received.append(message)
+
+    error = await expect_status(drain(), grpc.StatusCode.DATA_LOSS)
+
+    assert reason(error) == "BLOB_CORRUPT"
+    assert received == []  # refused on its Content-Length, before the first message
+    read = REGISTRY.get_sample_value("skill_blob_store_bytes_total", {"direction": "in"})
+    assert read == read_before

@@ -191,3 +191,6 @@ async def test_fetch_refuses_an_object_of_another_size_than_recorded(
     assert info.value.reason == "BLOB_CORRUPT"
     assert "not the 3000 recorded" in info.value.message
     assert not dest.exists()
+    pieces = blobs.stream("archive", staged.sha256, expected_size=3000)
+    with pytest.raises(DataLoss):
+        await anext(pieces)  # before the first piece
