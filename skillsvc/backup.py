@@ -7,7 +7,9 @@ the original archives, from local ``blobs/`` or from the bucket of
 backed up, from which versions). The database is dumped first,
 from one snapshot; packages are immutable, so copying the store afterwards gives every
 package in the dump its files unless it was deleted in between, which the backup checks
-and reports.
+and reports. An archive the bucket holds damaged (or lost after the listing) is not
+copied; the backup goes on and lists it in ``backup.json`` (``damaged_archives``, and
+its packages in ``missing_from_store_copy``), and the command exits 1.
 
 Restore loads the dump into an empty database (refusing one that has skills), applies
 any newer migrations, and copies the store into an empty store (the archives into an
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -41,10 +44,12 @@ from skillsvc.db import (
 )
 from skillsvc.db._embedded import EmbeddedPostgres
 from skillsvc.db._maintenance import Maintenance
-from skillsvc.errors import FailedPrecondition, InvalidArgument, Unavailable
+from skillsvc.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from skillsvc.store import Store
 
 FORMAT = 1
+
+logger = logging.getLogger(__name__)
 
 
 def _tool_major(path: Path) -> int | None:
@@ -133,14 +138,33 @@ def _missing_from_copy(dest: Path, ready: list[Any]) -> list[str]:
     ]
 
 
-async def _copy_blobs_out(blobs: BlobStore, dest: Path) -> None:
-    """Every archive of the blob store into ``dest`` (each checked against its digest)."""
+async def _copy_blobs_out(
+    blobs: BlobStore, dest: Path, sizes: dict[str, int]
+) -> list[dict[str, str]]:
+    """Every archive of the blob store into ``dest`` (from a bucket, each checked
+    against its digest and, for a package's, its recorded size in ``sizes``).
+
+    A damaged object is not copied: it is listed (``sha256``, ``problem``) and the
+    copy goes on, so a backup can be taken during exactly the incident it is for. So
+    is a package's object that disappeared after the listing (an unowned one that
+    did was reaped by gc, which is no loss).
+    """
     if isinstance(blobs, LocalBlobs):
         await asyncio.to_thread(_copy_tree, blobs.directory("archive"), dest)
-        return
+        return []
     await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
+    unreadable: list[dict[str, str]] = []
     for digest in await blobs.digests("archive"):
-        await blobs.fetch("archive", digest, dest / digest)
+        try:
+            await blobs.fetch("archive", digest, dest / digest, expected_size=sizes.get(digest))
+        except DataLoss as exc:
+            logger.warning("backup: archive %s not copied: %s", digest, exc.message)
+            unreadable.append({"sha256": digest, "problem": exc.message})
+        except NotFound as exc:
+            if digest in sizes:
+                logger.warning("backup: archive %s not copied: %s", digest, exc.message)
+                unreadable.append({"sha256": digest, "problem": exc.message})
+    return unreadable
 
 
 async def _copy_blobs_in(src: Path, blobs: BlobStore) -> None:
@@ -169,7 +193,6 @@ async def backup(
         url,
     )
     await asyncio.to_thread(_copy_tree, store.packages, dest / "store" / "packages")
-    await _copy_blobs_out(blobs or LocalBlobs(store.root), dest / "store" / "blobs" / "sha256")
     conn = await asyncpg.connect(url)
     try:
         await conn.set_type_codec(
@@ -179,6 +202,11 @@ async def backup(
         schema = await schema_version(conn)
     finally:
         await conn.close()
+    damaged = await _copy_blobs_out(
+        blobs or LocalBlobs(store.root),
+        dest / "store" / "blobs" / "sha256",
+        {p.sha256: p.size_bytes for p in ready},
+    )
     missing = await asyncio.to_thread(_missing_from_copy, dest, ready)
     info = {
         "format": FORMAT,
@@ -188,6 +216,7 @@ async def backup(
         "postgres_major": major,
         "ready_packages": len(ready),
         "missing_from_store_copy": missing,
+        "damaged_archives": damaged,
     }
     await asyncio.to_thread((dest / "backup.json").write_text, json.dumps(info, indent=2) + "\n")
     return info

@@ -26,7 +26,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
+
+# Reasons that code outside the raising module matches on: named once, here.
+STORE_FULL_REASON: Final = "STORE_FULL"
+"""The file store's (or the spool's) filesystem is full (``ResourceExhausted``)."""
+STORE_UNAVAILABLE_REASON: Final = "STORE_UNAVAILABLE"
+"""The file store's filesystem failed otherwise (``Unavailable``)."""
+BLOB_STORE_UNAVAILABLE_REASON: Final = "BLOB_STORE_UNAVAILABLE"
+"""The blob store (a bucket) does not answer or refuses the credentials (``Unavailable``)."""
+ARCHIVE_MISSING_REASON: Final = "ARCHIVE_MISSING"
+"""An object is not in the blob store (``NotFound``)."""
+BLOB_CORRUPT_REASON: Final = "BLOB_CORRUPT"
+"""An object's bytes no longer hash to its name, or it is bigger than recorded (``DataLoss``)."""
 
 
 @dataclass(frozen=True)

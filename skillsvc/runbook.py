@@ -108,6 +108,8 @@ def _gc_text(report: dict[str, Any]) -> str:
             f"{verb} {len(report['failed_packages'])} failed package record(s)",
             f"{verb} {len(report['blobs'])} archive(s), {report['freed_bytes']} bytes",
             f"{verb} staging of {len(report['orphan_staging'])} stopped process(es)",
+            f"left {len(report['unowned_archives_in_grace'])} unowned archive(s) younger "
+            "than the grace (maybe installs in flight)",
         ]
     )
 
@@ -134,19 +136,19 @@ async def _backup(
     from skillsvc.backup import backup
 
     report = await backup(db.url, store, args.dir, blobs)
-    _print(
-        args,
-        report,
-        lambda r: (
-            f"backed up {r['ready_packages']} package(s) to {args.dir}"
-            + (
-                f"; missing from the copy: {', '.join(r['missing_from_store_copy'])}"
-                if r["missing_from_store_copy"]
-                else ""
-            )
-        ),
-    )
-    return 1 if report["missing_from_store_copy"] else 0
+    _print(args, report, lambda r: _backup_text(r, args.dir))
+    # Written whole either way; 1 says it lacks something the deployment should have.
+    return 1 if report["missing_from_store_copy"] or report["damaged_archives"] else 0
+
+
+def _backup_text(report: dict[str, Any], where: Path) -> str:
+    lines = [f"backed up {report['ready_packages']} package(s) to {where}"]
+    if report["missing_from_store_copy"]:
+        lines.append(f"missing from the copy: {', '.join(report['missing_from_store_copy'])}")
+    lines += [
+        f"not copied: archive {d['sha256']}: {d['problem']}" for d in report["damaged_archives"]
+    ]
+    return "\n".join(lines)
 
 
 async def _restore(

@@ -7,7 +7,15 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
-from skillsvc.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+from skillsvc.errors import (
+    ARCHIVE_MISSING_REASON,
+    BLOB_CORRUPT_REASON,
+    BLOB_STORE_UNAVAILABLE_REASON,
+    DataLoss,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from skillsvc.metrics import BLOB_REQUESTS
 
 Kind = Literal["archive", "kept"]
@@ -25,9 +33,9 @@ SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 STREAM_CHUNK_BYTES: Final = 1024 * 1024
 """Default size of the pieces :meth:`BlobStore.stream` yields (DownloadPackage's chunk)."""
 
-UNAVAILABLE_REASON: Final = "BLOB_STORE_UNAVAILABLE"
-MISSING_REASON: Final = "ARCHIVE_MISSING"
-CORRUPT_REASON: Final = "BLOB_CORRUPT"
+UNAVAILABLE_REASON: Final = BLOB_STORE_UNAVAILABLE_REASON
+MISSING_REASON: Final = ARCHIVE_MISSING_REASON
+CORRUPT_REASON: Final = BLOB_CORRUPT_REASON
 
 
 def check_digest(sha256: str) -> str:
@@ -49,6 +57,18 @@ def corrupt(kind: Kind, sha256: str, actual: str, where: str) -> DataLoss:
         f"{kind} {sha256} in the blob store ({where}) is damaged: its bytes hash to {actual}",
         reason=CORRUPT_REASON,
         metadata={"sha256": sha256, "actual_sha256": actual},
+    )
+
+
+def wrong_size(kind: Kind, sha256: str, size: int, expected: int, where: str) -> DataLoss:
+    """The error for an object of another size than recorded (found before reading it
+    all, so an oversized object is never copied whole)."""
+    what = f"{size} bytes" if size <= expected else f"more than {expected} bytes"
+    return DataLoss(
+        f"{kind} {sha256} in the blob store ({where}) is damaged: it has {what}, "
+        f"not the {expected} recorded",
+        reason=CORRUPT_REASON,
+        metadata={"sha256": sha256, "size_bytes": str(expected)},
     )
 
 
@@ -80,6 +100,12 @@ class BlobStore(Protocol):
     shared: bool
     """True when other hosts see the same objects (a bucket); False for local blobs."""
 
+    @property
+    def down(self) -> bool:
+        """True while the last :meth:`probe` failed (stale between probes: a hint for
+        refusing work early, never a reason to skip an error check)."""
+        ...
+
     async def put(self, kind: Kind, sha256: str, source: Path, *, move: bool = False) -> None:
         """Store ``source`` (whose SHA-256 the caller computed) as ``kind``/``sha256``.
 
@@ -90,14 +116,27 @@ class BlobStore(Protocol):
         """
         ...
 
-    async def fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
-        """Write the object to ``dest``, hashing as it goes; on any error ``dest`` is gone."""
+    async def fetch(
+        self, kind: Kind, sha256: str, dest: Path, *, expected_size: int | None = None
+    ) -> None:
+        """Write the object to ``dest``, hashing as it goes; on any error ``dest`` is gone.
+
+        ``expected_size`` (what the database recorded, when the caller knows it) caps
+        what is read: an object of another size is ``DataLoss`` (``BLOB_CORRUPT``)
+        before its bytes are copied, or as soon as more arrive than expected.
+        """
         ...
 
     def stream(
-        self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+        self,
+        kind: Kind,
+        sha256: str,
+        chunk_bytes: int = STREAM_CHUNK_BYTES,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncGenerator[bytes, None]:
-        """The object's bytes in pieces; ``DataLoss`` at the end if they hash wrong."""
+        """The object's bytes in pieces; ``DataLoss`` at the end if they hash wrong, or
+        before the first piece if the object's size is not ``expected_size``."""
         ...
 
     async def exists(self, kind: Kind, sha256: str) -> bool:
@@ -106,6 +145,11 @@ class BlobStore(Protocol):
 
     async def size(self, kind: Kind, sha256: str) -> int | None:
         """The object's size in bytes, or None when it is not there."""
+        ...
+
+    async def modified(self, kind: Kind, sha256: str) -> float | None:
+        """When the object was last written (seconds since the epoch, by the store's
+        clock: a bucket's ``Last-Modified``, a file's mtime), or None when it is not there."""
         ...
 
     async def intact(self, kind: Kind, sha256: str) -> bool:

@@ -32,6 +32,7 @@ from skillsvc.blobs._base import (
     corrupt,
     count,
     missing,
+    wrong_size,
 )
 from skillsvc.errors import SkillsvcError
 from skillsvc.metrics import BLOB_BYTES
@@ -58,6 +59,8 @@ class LocalBlobs:
     """Objects as read-only files below ``root`` (the file store's root)."""
 
     shared = False
+    down = False
+    """The file store's filesystem: its own health check covers it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -151,10 +154,12 @@ class LocalBlobs:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
-        await asyncio.to_thread(self._fetch, kind, sha256, dest)
+    async def fetch(
+        self, kind: Kind, sha256: str, dest: Path, *, expected_size: int | None = None
+    ) -> None:
+        await asyncio.to_thread(self._fetch, kind, sha256, dest, expected_size)
 
-    def _fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
+    def _fetch(self, kind: Kind, sha256: str, dest: Path, expected_size: int | None) -> None:
         source = self.path(kind, sha256)
         try:
             with _os_errors("read the archive", "fetch"):
@@ -167,9 +172,11 @@ class LocalBlobs:
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
+                    self._check_size(kind, sha256, os.lstat(source).st_size, expected_size)
                     shutil.copyfile(source, dest)
                 fd = open_no_follow(str(dest))
                 try:
+                    self._check_size(kind, sha256, os.fstat(fd).st_size, expected_size)
                     actual = sha256_fd(fd)
                 finally:
                     os.close(fd)
@@ -180,8 +187,19 @@ class LocalBlobs:
             dest.unlink(missing_ok=True)
             raise
 
+    def _check_size(self, kind: Kind, sha256: str, size: int, expected: int | None) -> None:
+        """Refuse an object of another size than recorded before reading (or copying) it."""
+        if expected is not None and size != expected:
+            count("fetch", "corrupt")
+            raise wrong_size(kind, sha256, size, expected, self.location)
+
     async def stream(
-        self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+        self,
+        kind: Kind,
+        sha256: str,
+        chunk_bytes: int = STREAM_CHUNK_BYTES,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncGenerator[bytes, None]:
         source = self.path(kind, sha256)
         try:
@@ -194,6 +212,16 @@ class LocalBlobs:
         except OSError as exc:
             count("stream", "unavailable")
             raise store_error(exc, "open the archive") from exc
+        try:
+            size = (await asyncio.to_thread(os.fstat, fd)).st_size
+        except OSError as exc:
+            os.close(fd)
+            count("stream", "unavailable")
+            raise store_error(exc, "open the archive") from exc
+        if expected_size is not None and size != expected_size:
+            os.close(fd)
+            count("stream", "corrupt")
+            raise wrong_size(kind, sha256, size, expected_size, self.location)
         digest = hashlib.sha256()
 
         def read() -> bytes:
@@ -229,6 +257,14 @@ class LocalBlobs:
         with _os_errors("measure the archive", "size"):
             try:
                 return (await asyncio.to_thread(os.lstat, target)).st_size
+            except FileNotFoundError:
+                return None
+
+    async def modified(self, kind: Kind, sha256: str) -> float | None:
+        target = self.path(kind, sha256)
+        with _os_errors("measure the archive", "size"):
+            try:
+                return (await asyncio.to_thread(os.lstat, target)).st_mtime
             except FileNotFoundError:
                 return None
 

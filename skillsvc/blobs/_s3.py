@@ -32,6 +32,16 @@ the bytes sent are the file whose SHA-256 the caller computed as it received the
 and after the upload a HEAD checks the stored object's size. Every read hashes the
 bytes again (:meth:`S3Blobs.fetch`, :meth:`S3Blobs.stream`, :meth:`S3Blobs.intact`),
 so damage at rest is found where it matters.
+
+A put skips the upload only when the object is there with the same size *and* the
+``x-amz-meta-sha256`` a put of ours stored with it, so an object replaced by anything
+else (other bytes of the same size, written without that metadata) is healed by the
+next put of the right bytes. Not the server's ``x-amz-checksum-sha256``: obstore's HEAD
+does not ask for it (``x-amz-checksum-mode``) nor return it, and after a multipart
+upload it is a checksum of the parts' checksums, not the object's digest. Neither
+would notice bytes that rot under an unchanged header without reading them all: the
+reads above find those, and ``fsck --repair`` removes an object it finds damaged, so
+the next put of the right bytes stores them again.
 """
 
 from __future__ import annotations
@@ -52,7 +62,9 @@ from obstore.exceptions import BaseError, PermissionDeniedError, Unauthenticated
 from obstore.store import S3Store
 
 from skillsvc.blobs._base import (
+    CORRUPT_REASON,
     DIRECTORIES,
+    MISSING_REASON,
     SHA256_HEX,
     STREAM_CHUNK_BYTES,
     Kind,
@@ -61,10 +73,11 @@ from skillsvc.blobs._base import (
     count,
     missing,
     unavailable,
+    wrong_size,
 )
 from skillsvc.errors import InvalidArgument, SkillsvcError
 from skillsvc.metrics import BLOB_BYTES
-from skillsvc.store import store_error
+from skillsvc.store import os_errors
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
@@ -73,6 +86,9 @@ _PART_BYTES: Final = 8 * 1024 * 1024
 """Multipart part size (S3's minimum is 5 MiB); archives up to this go in one PUT."""
 _PARTS_IN_FLIGHT: Final = 2
 """Parts uploaded at once: bounds an upload's memory to about 16 MiB."""
+DIGEST_METADATA: Final = "sha256"
+"""User metadata (``x-amz-meta-sha256``) :meth:`S3Blobs.put` stores with each object:
+the digest its bytes had when the server checked them. See :meth:`S3Blobs.put`."""
 
 CONNECT_TIMEOUT: Final = datetime.timedelta(seconds=2)
 READ_TIMEOUT: Final = datetime.timedelta(seconds=10)
@@ -139,6 +155,7 @@ class S3Blobs:
         """``url`` is ``s3://bucket/prefix``; ``options`` are obstore ``S3Config`` keys
         (``endpoint``, ``access_key_id``, ``region``, ...) that override the environment."""
         bucket, prefix = parse_url(url)
+        self._down = False
         self.location = url
         self.bucket = bucket
         self.prefix = prefix
@@ -179,16 +196,19 @@ class S3Blobs:
 
     async def put(self, kind: Kind, sha256: str, source: Path, *, move: bool = False) -> None:
         key = self.key(kind, sha256)
-        with _os_errors("read the archive to upload"):
+        with os_errors("read the archive to upload"):
             expected = (await asyncio.to_thread(os.stat, source)).st_size
-        if await self.size(kind, sha256) == expected:
-            count("put", "ok")  # content-addressed: the same name holds the same bytes
+        if await self._stored(kind, sha256, "put") == (expected, sha256):
+            # Stored by this method, whole (the server checked the body's SHA-256),
+            # and not replaced since (a replacement drops or changes the metadata).
+            count("put", "ok")
             return
         with _bucket_errors("store the archive", "put", self.location):
             await obstore.put_async(
                 self._store,
                 key,
                 source,
+                attributes={DIGEST_METADATA: sha256},
                 chunk_size=_PART_BYTES,
                 max_concurrency=_PARTS_IN_FLIGHT,
             )
@@ -202,6 +222,17 @@ class S3Blobs:
             )
         BLOB_BYTES.labels("out").inc(expected)
         count("put", "ok")
+
+    async def _stored(self, kind: Kind, sha256: str, op: str) -> tuple[int, str] | None:
+        """The object's size and the digest :meth:`put` recorded with it (``""`` if
+        none), from one HEAD; None when there is no object."""
+        key = self.key(kind, sha256)
+        with _bucket_errors("check the archive", op, self.location):
+            try:
+                head = await obstore.get_async(self._store, key, options={"head": True})
+            except FileNotFoundError:
+                return None
+        return int(head.meta["size"]), str(head.attributes.get(DIGEST_METADATA, ""))
 
     async def delete(self, kind: Kind, sha256: str) -> None:
         key = self.key(kind, sha256)
@@ -235,19 +266,30 @@ class S3Blobs:
                 count(op, "missing")
                 raise missing(kind, sha256, self.location) from None
 
-    async def fetch(self, kind: Kind, sha256: str, dest: Path) -> None:
+    async def fetch(
+        self, kind: Kind, sha256: str, dest: Path, *, expected_size: int | None = None
+    ) -> None:
         result = await self._open(kind, sha256, "fetch")
+        if expected_size is not None and int(result.meta["size"]) != expected_size:
+            count("fetch", "corrupt")  # Content-Length: nothing read yet
+            raise wrong_size(kind, sha256, int(result.meta["size"]), expected_size, self.location)
         digest = hashlib.sha256()
+        received = 0
         try:
-            with _os_errors("write the fetched archive"):
+            with os_errors("write the fetched archive"):
                 out = await asyncio.to_thread(open, dest, "xb")
             with out:
                 with _bucket_errors("read the archive", "fetch", self.location):
                     async for chunk in result.stream(min_chunk_size=STREAM_CHUNK_BYTES):
-                        with _os_errors("write the fetched archive"):
-                            await asyncio.to_thread(_write_and_hash, out, digest, chunk)
+                        received += len(chunk)
                         BLOB_BYTES.labels("in").inc(len(chunk))
-                with _os_errors("write the fetched archive"):
+                        if expected_size is not None and received > expected_size:
+                            # The object grew after the GET's headers (or they lied).
+                            count("fetch", "corrupt")
+                            raise wrong_size(kind, sha256, received, expected_size, self.location)
+                        with os_errors("write the fetched archive"):
+                            await asyncio.to_thread(_write_and_hash, out, digest, chunk)
+                with os_errors("write the fetched archive"):
                     await asyncio.to_thread(_flush, out)
             if digest.hexdigest() != sha256:
                 count("fetch", "corrupt")
@@ -258,10 +300,19 @@ class S3Blobs:
         count("fetch", "ok")
 
     async def stream(
-        self, kind: Kind, sha256: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+        self,
+        kind: Kind,
+        sha256: str,
+        chunk_bytes: int = STREAM_CHUNK_BYTES,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncGenerator[bytes, None]:
         result = await self._open(kind, sha256, "stream")
+        if expected_size is not None and int(result.meta["size"]) != expected_size:
+            count("stream", "corrupt")  # Content-Length: nothing read yet
+            raise wrong_size(kind, sha256, int(result.meta["size"]), expected_size, self.location)
         digest = hashlib.sha256()
+        received = 0
         pieces = result.stream(min_chunk_size=chunk_bytes)
         while True:
             with _bucket_errors("read the archive", "stream", self.location):
@@ -271,6 +322,10 @@ class S3Blobs:
                     break
             digest.update(chunk)
             BLOB_BYTES.labels("in").inc(len(chunk))
+            received += len(chunk)
+            if expected_size is not None and received > expected_size:
+                count("stream", "corrupt")
+                raise wrong_size(kind, sha256, received, expected_size, self.location)
             # Pieces may come bigger than asked (a whole received buffer): cut them.
             for start in range(0, len(chunk), chunk_bytes):
                 yield bytes(chunk[start : start + chunk_bytes])
@@ -296,12 +351,23 @@ class S3Blobs:
         count(op, "ok")
         return int(meta["size"])
 
+    async def modified(self, kind: Kind, sha256: str) -> float | None:
+        key = self.key(kind, sha256)
+        with _bucket_errors("check the archive", "size", self.location):
+            try:
+                meta = await obstore.head_async(self._store, key)
+            except FileNotFoundError:
+                count("size", "ok")
+                return None
+        count("size", "ok")
+        return meta["last_modified"].timestamp()
+
     async def intact(self, kind: Kind, sha256: str) -> bool:
         try:
             async for _chunk in self.stream(kind, sha256):
                 pass
         except SkillsvcError as exc:
-            if exc.reason in ("ARCHIVE_MISSING", "BLOB_CORRUPT"):
+            if exc.reason in (MISSING_REASON, CORRUPT_REASON):
                 return False
             raise
         return True
@@ -318,24 +384,28 @@ class S3Blobs:
         count("list", "ok")
         return sorted(found)
 
+    @property
+    def down(self) -> bool:
+        return self._down
+
     async def probe(self) -> None:
-        """List one key: answers only if the endpoint, the credentials and the bucket do."""
-        with _bucket_errors("answer", "probe", self.location):
-            stream = obstore.list(self._store, prefix=DIRECTORIES["archive"], chunk_size=1)
-            with contextlib.suppress(StopAsyncIteration):
-                await anext(stream)
+        """List one key: answers only if the endpoint, the credentials and the bucket do.
+
+        Its outcome is :attr:`down` until the next probe (one cut short by a timeout
+        counts as failed)."""
+        answered = False
+        try:
+            with _bucket_errors("answer", "probe", self.location):
+                stream = obstore.list(self._store, prefix=DIRECTORIES["archive"], chunk_size=1)
+                with contextlib.suppress(StopAsyncIteration):
+                    await anext(stream)
+            answered = True
+        finally:
+            self._down = not answered
         count("probe", "ok")
 
     async def close(self) -> None:
         """Nothing to release: the client's connections close with it."""
-
-
-@contextlib.contextmanager
-def _os_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise store_error(exc, action) from exc
 
 
 def _write_and_hash(out: Any, digest: Any, chunk: bytes) -> None:

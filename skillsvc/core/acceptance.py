@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from skillsvc.blobs import Kind
+from skillsvc.blobs import UNAVAILABLE_REASON, Kind
 from skillsvc.core.install_base import PROGRESS_INTERVAL_SECONDS, Job, uncancellable
 from skillsvc.core.install_requests import InstallRequest, check_request
 from skillsvc.core.models import (
@@ -31,12 +31,17 @@ from skillsvc.errors import (
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
+    Unavailable,
 )
 from skillsvc.intake import Spooled, Spooler
 from skillsvc.metrics import INSTALLS_QUEUED
 
 # One logger for every part of the installer, as when it was one module.
 logger = logging.getLogger("skillsvc.core.installs")
+
+BLOB_PROBE_SECONDS = 5.0
+"""How long an install waits for the blob store to answer again after its last probe
+failed, before it is refused (the server's probe allows the same)."""
 
 
 class Acceptance(Pipeline):
@@ -49,6 +54,7 @@ class Acceptance(Pipeline):
         check_request(req)
         assert req.source_type is not None  # check_request
         upload = req.source_type is SourceType.UPLOAD
+        await self._check_blob_store(caller, req)
         try:
             self._admit()  # before a byte of the upload is read
         except ResourceExhausted:
@@ -63,6 +69,28 @@ class Acceptance(Pipeline):
             self._dismiss()
             return op  # the same request_id was seen before: answer with that operation
         return await self._begin(op, req, chunks=chunks)
+
+    async def _check_blob_store(self, caller: Caller, req: InstallRequest) -> None:
+        """Refuse an install up front (``UNAVAILABLE``, ``BLOB_STORE_UNAVAILABLE``)
+        while the blob store's last probe failed and a probe now fails too.
+
+        Only a fast path, so an upload is not received whole for an archive that
+        cannot be stored: when the last probe is stale the other way (the store went
+        down since), the install fails as before, when it stores the archive.
+        """
+        if not self._blobs.down:
+            return
+        try:
+            # It may be back: then this install goes ahead.
+            async with asyncio.timeout(BLOB_PROBE_SECONDS):
+                await self._blobs.probe()
+        except (Unavailable, TimeoutError) as exc:
+            await self._check_can_install(caller, req)  # who may act comes first
+            detail = exc.message if isinstance(exc, Unavailable) else "its probe timed out"
+            raise Unavailable(
+                f"installs are refused while the blob store does not answer: {detail}",
+                reason=UNAVAILABLE_REASON,
+            ) from exc
 
     async def _check_can_install(self, caller: Caller, req: InstallRequest) -> None:
         """NOT_FOUND or PERMISSION_DENIED unless ``caller`` may install into the skill."""
@@ -177,7 +205,7 @@ class Acceptance(Pipeline):
                 enter_stage(Stage.QUEUED, "queued")
             elif kept is not None:
                 archive = work / "archive"
-                if not await self._fetch_kept(kept.sha256, archive):
+                if not await self._fetch_kept(kept.sha256, kept.size_bytes, archive):
                     raise FailedPrecondition(
                         "the uploaded bytes of the failed attempt are no longer kept; "
                         "install again with a new upload",
@@ -293,13 +321,13 @@ class Acceptance(Pipeline):
                     )
             return await spooler.finish()
 
-    async def _fetch_kept(self, sha256: str, dest: Path) -> bool:
+    async def _fetch_kept(self, sha256: str, size: int, dest: Path) -> bool:
         """Fetch a retry's bytes (kept, or an installed package's archive) to ``dest``,
-        checked against their digest; False when neither is stored any more."""
+        checked against their digest and ``size``; False when neither is stored any more."""
         kinds: tuple[Kind, ...] = ("kept", "archive")  # kept: what a failed upload left
         for kind in kinds:
             try:
-                await self._blobs.fetch(kind, sha256, dest)
+                await self._blobs.fetch(kind, sha256, dest, expected_size=size)
             except NotFound:
                 continue
             return True

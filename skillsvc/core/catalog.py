@@ -148,9 +148,12 @@ class Catalog:
                 f"package {skill_id} {package.version} is {package.state.value}, not READY",
                 reason="PACKAGE_NOT_READY",
             )
-        pieces = self._blobs.stream("archive", package.sha256, DOWNLOAD_CHUNK_BYTES)
-        # The first piece is read here, so a missing archive or a blob store that does
-        # not answer fails the call before its first message (NOT_FOUND, UNAVAILABLE).
+        pieces = self._blobs.stream(
+            "archive", package.sha256, DOWNLOAD_CHUNK_BYTES, expected_size=package.size_bytes
+        )
+        # The first piece is read here, so a missing archive, a blob store that does not
+        # answer or an object of another size than recorded fails the call before its
+        # first message (NOT_FOUND, UNAVAILABLE, DATA_LOSS).
         first = await anext(pieces, b"")
 
         async def chunks() -> AsyncIterator[bytes]:

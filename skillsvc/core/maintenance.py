@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -24,6 +25,13 @@ from skillsvc.validation import Limits, validate_archive
 logger = logging.getLogger(__name__)
 
 DAY_SECONDS = 24 * 3600.0
+UNOWNED_ARCHIVE_GRACE_SECONDS = 600.0
+"""gc leaves an archive no package owns alone until it is this old: an install stores
+its archive before it takes its locks and records its package (a bucket upload takes
+a while), so a young unowned archive is most likely one in flight on some host.
+Reaping it would be safe (the install stores it again under the archive's lock) but
+would hold up that skill for a second upload. An age is this host's clock against the
+blob store's (a bucket's ``Last-Modified``): a few minutes of skew only shift it."""
 MAINTENANCE_INSTANCE = "fsck"
 
 
@@ -36,14 +44,18 @@ async def _repair_tree(
     or damaged it, nothing here can recreate it (restore it from a backup).
     """
     maintenance = Maintenance(db.pool)
+    dropped = False
     work = await asyncio.to_thread(store.new_work_dir, MAINTENANCE_INSTANCE, uuid.uuid4().hex)
     try:
         archive = work / "archive"
         try:
-            await blobs.fetch("archive", package.sha256, archive)
+            await blobs.fetch("archive", package.sha256, archive, expected_size=package.size_bytes)
             intact = True
-        except (NotFound, DataLoss):
+        except NotFound:
             intact = False
+        except DataLoss:
+            intact = False
+            dropped = await _drop_damaged_archive(db, blobs, package.sha256)
         if intact:
             report = await asyncio.to_thread(
                 validate_archive,
@@ -63,18 +75,42 @@ async def _repair_tree(
                     )
                 return "restored from its archive"
         currents = await maintenance.current_versions()
+        note = _DROPPED_NOTE if dropped else ""
         if currents.get(package.skill_id) == package.version:
             return (
                 "NOT repaired: it is the current version and its archive is missing or "
-                "damaged (fsck cannot recreate the bytes; restore them from a backup or roll back)"
+                "damaged (fsck cannot recreate the bytes; restore them from a backup or "
+                f"roll back){note}"
             )
         await maintenance.mark_failed(package.skill_id, package.version)
         return (
             "marked FAILED: its archive is missing or damaged "
-            "(fsck cannot recreate the bytes; restore them from a backup)"
+            f"(fsck cannot recreate the bytes; restore them from a backup){note}"
         )
     finally:
         await asyncio.to_thread(store.make_writable_and_remove, work)
+
+
+_DROPPED_NOTE = (
+    "; the damaged object was removed, so an install of the same bytes stores them again"
+)
+
+
+async def _drop_damaged_archive(db: Database, blobs: BlobStore, sha256: str) -> bool:
+    """Remove an archive whose bytes no longer hash to its name; True if removed.
+
+    Its bytes are of no use to anyone (every read ends ``DATA_LOSS``), and while it
+    stays, a put of the right bytes may take it for them and skip the upload (an
+    object rotted under unchanged metadata). Checked again under the archive's lock,
+    so bytes an install stored meanwhile are kept.
+    """
+    async with db.transaction() as tx:
+        await tx.lock_blob(sha256)
+        if not await blobs.exists("archive", sha256) or await blobs.intact("archive", sha256):
+            return False
+        await blobs.delete("archive", sha256)
+    logger.warning("fsck removed the damaged archive %s from %s", sha256, blobs.location)
+    return True
 
 
 async def fsck(
@@ -181,7 +217,8 @@ async def gc(
 
     In the blob store: kept bytes nobody may retry any more, and archives no package
     owns (an install whose READY never committed, a deletion whose blob store did not
-    answer).
+    answer) once :data:`UNOWNED_ARCHIVE_GRACE_SECONDS` old (or ``older_than``, if
+    shorter): younger ones are listed, not removed.
     """
     blobs = blobs if blobs is not None else LocalBlobs(store.root)
     maintenance = Maintenance(db.pool)
@@ -211,10 +248,18 @@ async def gc(
             if not dry_run:
                 await blobs.delete("kept", digest)
             freed_blobs.append({"sha256": digest, "bytes": size, "kind": "kept"})
-    # Archives of installed packages whose packages are gone.
+    # Archives of installed packages whose packages are gone, once past the grace.
     in_use = await maintenance.blobs_in_use()
+    grace = min(older_than, UNOWNED_ARCHIVE_GRACE_SECONDS)
+    young: list[str] = []
     for digest in await blobs.digests("archive"):
         if digest in in_use:
+            continue
+        written = await blobs.modified("archive", digest)
+        if written is None:
+            continue  # gone meanwhile
+        if time.time() - written < grace:
+            young.append(digest)
             continue
         size = await blobs.size("archive", digest) or 0
         if not dry_run:
@@ -232,6 +277,7 @@ async def gc(
         "blobs": freed_blobs,
         "freed_bytes": sum(b["bytes"] for b in freed_blobs),
         "orphan_staging": staging,
+        "unowned_archives_in_grace": young,
     }
 
 

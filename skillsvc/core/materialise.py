@@ -584,7 +584,13 @@ class Materialiser:
         )
         try:
             try:
-                await self._blobs.fetch("archive", state.sha256, work / "archive")
+                # Never more than the recorded size is read: the bucket is not trusted.
+                await self._blobs.fetch(
+                    "archive",
+                    state.sha256,
+                    work / "archive",
+                    expected_size=state.size_bytes or None,
+                )
                 unpacked = await blocking(
                     extract_and_check,
                     work / "archive",

@@ -13,7 +13,7 @@ from skillsvc.core.models import (
     PackageState,
     SourceType,
 )
-from skillsvc.errors import SkillsvcError
+from skillsvc.errors import STORE_FULL_REASON, STORE_UNAVAILABLE_REASON, SkillsvcError
 from skillsvc.metrics import STORAGE_BYTES
 
 # One logger for every part of the installer, as when it was one module.
@@ -156,7 +156,7 @@ class Recovery(InstallerBase):
                 if not await tx.blob_in_use(sha256):
                     await self._blobs.move(sha256, "archive", "kept")
         except SkillsvcError as exc:
-            if exc.reason not in (UNAVAILABLE_REASON, "STORE_UNAVAILABLE", "STORE_FULL"):
+            if exc.reason not in (UNAVAILABLE_REASON, STORE_UNAVAILABLE_REASON, STORE_FULL_REASON):
                 raise
             logger.warning("left the unowned archive %s to gc: %s", sha256, exc.message)
 

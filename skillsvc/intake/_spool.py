@@ -26,6 +26,8 @@ from types import TracebackType
 from typing import Final, NoReturn
 
 from skillsvc.errors import (
+    STORE_FULL_REASON,
+    STORE_UNAVAILABLE_REASON,
     FieldViolation,
     InvalidArgument,
     QuotaViolation,
@@ -257,8 +259,9 @@ def _size_mismatch(description: str) -> InvalidArgument:
 def _storage_error(exc: OSError, path: Path) -> SkillsvcError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceExhausted(
-            f"no space left to store the archive ({exc.strerror})", reason="STORE_FULL"
+            f"no space left to store the archive ({exc.strerror})", reason=STORE_FULL_REASON
         )
     return Unavailable(
-        f"cannot write the archive to {path.parent}: {exc.strerror}", reason="STORE_UNAVAILABLE"
+        f"cannot write the archive to {path.parent}: {exc.strerror}",
+        reason=STORE_UNAVAILABLE_REASON,
     )

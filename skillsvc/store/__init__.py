@@ -23,7 +23,7 @@ worker thread. This package imports neither gRPC nor the database driver.
 from __future__ import annotations
 
 from skillsvc.store._fsops import fsync_path, open_no_follow, sha256_fd, syncfs_available
-from skillsvc.store._store import CURRENT, HostLock, Store, store_error
+from skillsvc.store._store import CURRENT, HostLock, Store, os_errors, store_error
 
 __all__ = [
     "CURRENT",
@@ -31,6 +31,7 @@ __all__ = [
     "Store",
     "fsync_path",
     "open_no_follow",
+    "os_errors",
     "sha256_fd",
     "store_error",
     "syncfs_available",

@@ -34,6 +34,8 @@ from typing import Final
 
 from skillsvc.core.naming import SKILL_NAME_RULE, is_valid_semver, is_valid_skill_name
 from skillsvc.errors import (
+    STORE_FULL_REASON,
+    STORE_UNAVAILABLE_REASON,
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -75,13 +77,15 @@ def store_error(exc: OSError, action: str) -> SkillsvcError:
     detail = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceExhausted(
-            f"no space left in the file store to {action} ({detail})", reason="STORE_FULL"
+            f"no space left in the file store to {action} ({detail})", reason=STORE_FULL_REASON
         )
-    return Unavailable(f"the file store could not {action}: {detail}", reason="STORE_UNAVAILABLE")
+    return Unavailable(
+        f"the file store could not {action}: {detail}", reason=STORE_UNAVAILABLE_REASON
+    )
 
 
 @contextlib.contextmanager
-def _os_errors(action: str) -> Iterator[None]:
+def os_errors(action: str) -> Iterator[None]:
     """Translate ``OSError`` raised inside the block into a domain error, once."""
     try:
         yield
@@ -174,7 +178,7 @@ class Store:
         Raises ``Unavailable`` unless packages, blobs and staging share one filesystem:
         every commit and removal is a ``rename`` between them.
         """
-        with _os_errors("create its directories"):
+        with os_errors("create its directories"):
             for directory in (self.packages, self.blobs, self.kept):
                 directory.mkdir(parents=True, exist_ok=True)
             self.staging.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
@@ -194,7 +198,7 @@ class Store:
             probe.unlink()
         except OSError as exc:
             raise Unavailable(
-                f"the file store is not writable: {exc.strerror}", reason="STORE_UNAVAILABLE"
+                f"the file store is not writable: {exc.strerror}", reason=STORE_UNAVAILABLE_REASON
             ) from exc
 
     # -- staging -----------------------------------------------------------------------
@@ -202,7 +206,7 @@ class Store:
     def instance_staging(self, instance_id: str) -> Path:
         """``staging/<instance_id>/`` (mode 0o700), created if needed."""
         path = self.staging / _staging_name(instance_id, "instance_id")
-        with _os_errors("create a staging directory"):
+        with os_errors("create a staging directory"):
             self.staging.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
             try:
                 os.mkdir(path, _PRIVATE_DIR_MODE)
@@ -221,7 +225,7 @@ class Store:
         """
         parent = self.instance_staging(instance_id)
         path = parent / _staging_name(name, "name")
-        with _os_errors("create a work directory"):
+        with os_errors("create a work directory"):
             try:
                 os.mkdir(path, _PRIVATE_DIR_MODE)
             except FileExistsError as exc:
@@ -236,12 +240,12 @@ class Store:
         instance's work in progress would vanish. Missing is fine.
         """
         path = self.staging / _staging_name(instance_id, "instance_id")
-        with _os_errors("remove a staging directory"):
+        with os_errors("remove a staging directory"):
             _fsops.make_writable_and_remove(path)
 
     def staging_instances(self) -> list[str]:
         """Instance ids that have a staging directory, sorted."""
-        with _os_errors("list staging"):
+        with os_errors("list staging"):
             try:
                 entries = list(os.scandir(self.staging))
             except FileNotFoundError:
@@ -258,7 +262,7 @@ class Store:
         Safe at any time, even while another instance deletes its own trash: both
         sides treat an entry that vanished as done. Returns the number of entries.
         """
-        with _os_errors("empty the trash"):
+        with os_errors("empty the trash"):
             try:
                 entries = list(os.scandir(self.trash))
             except FileNotFoundError:
@@ -284,7 +288,7 @@ class Store:
         }
         if real in protected or not real.is_relative_to(root):
             raise InvalidArgument.field("path", "must be an entry inside the store")
-        with _os_errors("remove a directory"):
+        with os_errors("remove a directory"):
             _fsops.make_writable_and_remove(real)
 
     # -- paths -------------------------------------------------------------------------
@@ -362,7 +366,7 @@ class Store:
         Only regular files and directories are accepted in the tree.
         """
         tree = self._staged(tree, "tree", directory=True)
-        with _os_errors("commit the package"):
+        with os_errors("commit the package"):
             _seal_tree(tree)
             # Modes are set before the flush so they are as durable as the data.
             _fsops.make_durable(tree, use_syncfs=self.use_syncfs)
@@ -380,7 +384,7 @@ class Store:
         """
         target = self.version_dir(skill_id, version)
         tree = self._staged(tree, "tree", directory=True)
-        with _os_errors("commit the package"):
+        with os_errors("commit the package"):
             self._place(tree, target, sha256)
         return target
 
@@ -395,7 +399,7 @@ class Store:
         """
         target = self.version_dir(skill_id, version)
         tree = self._staged(tree, "tree", directory=True)
-        with _os_errors("place the package"):
+        with os_errors("place the package"):
             if _lstat_mode(target) and _read_mark(_mark_path(target)) == sha256:
                 return False
             self._place(tree, target, sha256)
@@ -433,14 +437,14 @@ class Store:
         older release or by ``fsck --repair``) or absent: the name of a version says
         nothing about its bytes once a version can be deleted and installed again.
         """
-        with _os_errors("read a package's origin"):
+        with os_errors("read a package's origin"):
             return _read_mark(_mark_path(self.version_dir(skill_id, version)))
 
     def placed(self, skill_id: str) -> dict[str, str | None] | None:
         """Each version directory under ``packages/<skill_id>/`` with its
         :meth:`placed_sha256`; None when the skill has no directory here."""
         skill_dir = self.skill_dir(skill_id)
-        with _os_errors("list packages"):
+        with os_errors("list packages"):
             if not _lstat_mode(skill_dir):
                 return None
             return {
@@ -452,7 +456,7 @@ class Store:
         """Record that the tree of ``version`` holds ``sha256``'s files (the caller
         checked them against the digests recorded at install, under the skill's lock)."""
         target = self.version_dir(skill_id, version)
-        with _os_errors("mark the package"):
+        with os_errors("mark the package"):
             if not stat.S_ISDIR(_lstat_mode(target)):
                 raise NotFound(
                     f"version {version} of skill {skill_id} is not in the file store",
@@ -468,27 +472,27 @@ class Store:
         if not is_valid_skill_name(skill_id):
             raise InvalidArgument.field("skill_id", SKILL_NAME_RULE)
         locks = self.root / _LOCKS
-        with _os_errors("create a lock file"):
+        with os_errors("create a lock file"):
             locks.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         return locks / skill_id
 
     def host_lock(self, skill_id: str) -> HostLock:
         """Open ``locks/<skill_id>`` (see :meth:`lock_path`), not yet locked."""
         path = self.lock_path(skill_id)
-        with _os_errors("open a lock file"):
+        with os_errors("open a lock file"):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         return HostLock(fd)
 
     def space(self) -> tuple[int, int]:
         """``(free, total)`` bytes of the store's filesystem (free as a non-root writer sees it)."""
-        with _os_errors("measure its filesystem"):
+        with os_errors("measure its filesystem"):
             st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     def versions_on_disk(self) -> dict[str, list[str]]:
         """skill → the version directories present under ``packages/`` (links excluded)."""
         found: dict[str, list[str]] = {}
-        with _os_errors("list packages"):
+        with os_errors("list packages"):
             try:
                 skills = list(os.scandir(self.packages))
             except FileNotFoundError:
@@ -506,7 +510,7 @@ class Store:
     def versions_on_disk_of(self, skill_id: str) -> list[str]:
         """The version directories present under ``packages/<skill_id>/``, sorted."""
         skill_dir = self.skill_dir(skill_id)
-        with _os_errors("list packages"):
+        with os_errors("list packages"):
             try:
                 entries = list(os.scandir(skill_dir))
             except (FileNotFoundError, NotADirectoryError):
@@ -533,7 +537,7 @@ class Store:
                 f"version {version} is the current version of skill {skill_id}",
                 reason="VERSION_IS_CURRENT",
             )
-        with _os_errors("move the package out of the store"):
+        with os_errors("move the package out of the store"):
             if not _lstat_mode(target):
                 return None
             stash_dir = self.instance_staging(instance_id) / _STASH
@@ -555,7 +559,7 @@ class Store:
         """An instance's stashed directories as ``(path, skill_id, version or None)``."""
         stash_dir = self.staging / _staging_name(instance_id, "instance_id") / _STASH
         found: list[tuple[Path, str, str | None]] = []
-        with _os_errors("list stashed packages"):
+        with os_errors("list stashed packages"):
             try:
                 entries = list(os.scandir(stash_dir))
             except FileNotFoundError:
@@ -572,7 +576,7 @@ class Store:
         target = (
             self.skill_dir(skill_id) if version is None else self.version_dir(skill_id, version)
         )
-        with _os_errors("restore the package"):
+        with os_errors("restore the package"):
             if _lstat_mode(target):
                 return False
             _ensure_dir(target.parent)
@@ -586,7 +590,7 @@ class Store:
         """Delete a stashed directory for good."""
         if not path.resolve().is_relative_to(self.staging.resolve()):
             raise InvalidArgument.field("path", "must be inside staging")
-        with _os_errors("delete the stashed package"):
+        with os_errors("delete the stashed package"):
             _fsops.make_writable_and_remove(path)
 
     def _move_to_trash(self, path: Path) -> Path:
@@ -617,7 +621,7 @@ class Store:
                 reason="PACKAGE_FILES_MISSING",
             )
         temporary = skill_dir / f"{_CURRENT_TMP_PREFIX}{uuid.uuid4().hex}"
-        with _os_errors("activate the version"):
+        with os_errors("activate the version"):
             os.symlink(version, temporary)
             try:
                 os.replace(temporary, skill_dir / CURRENT)
@@ -644,7 +648,7 @@ class Store:
     def deactivate(self, skill_id: str) -> None:
         """Remove ``packages/<skill>/current`` (the skill has no current version)."""
         link = self.current_link(skill_id)
-        with _os_errors("deactivate the skill"):
+        with os_errors("deactivate the skill"):
             try:
                 os.unlink(link)
             except FileNotFoundError:
@@ -665,7 +669,7 @@ class Store:
                 f"version {version} is the current version of skill {skill_id}",
                 reason="VERSION_IS_CURRENT",
             )
-        with _os_errors("remove the version"):
+        with os_errors("remove the version"):
             dropped = _drop_mark(_mark_path(target))
             if not _lstat_mode(target):
                 if dropped:
@@ -678,7 +682,7 @@ class Store:
     def remove_skill(self, skill_id: str) -> None:
         """Remove a skill's directory: every version and ``current``. Missing is fine."""
         skill_dir = self.skill_dir(skill_id)
-        with _os_errors("remove the skill"):
+        with os_errors("remove the skill"):
             if not _lstat_mode(skill_dir):
                 return
             trash = self._move_to_trash(skill_dir)
@@ -699,13 +703,13 @@ class Store:
             # The names are fine (checked above) but a link on disk leads elsewhere:
             # that is damage to report, not a bad request.
             return ["the version directory leads outside the store (a symbolic link?)"]
-        with _os_errors("verify the package"):
+        with os_errors("verify the package"):
             return verify_tree(target, files)
 
     def usage_bytes(self) -> int:
         """Total size of the regular files under ``packages/``, ``blobs/`` and ``kept/``."""
         total = 0
-        with _os_errors("measure its size"):
+        with os_errors("measure its size"):
             for top in (self.packages, self.blobs.parent, self.kept.parent):
                 total += _regular_bytes(top)
         return total

@@ -184,3 +184,42 @@ def test_a_large_upload_goes_multipart_in_bounded_memory(
     # 2 parts of 8 MiB in flight, not the 96 MiB file (measured: no growth past the
     # start-up peak; reading the file whole grows it by about 45 MiB).
     assert result["grew_kib"] < 24 * 1024, result
+
+
+async def test_put_replaces_other_bytes_of_the_same_size_and_skips_its_own(
+    seaweed: SeaweedS3, s3_bucket: str, bucket: S3Blobs, tmp_path: Path
+) -> None:
+    source, digest = _file(tmp_path / "a", b"the real bytes")
+    key = f"skills/blobs/sha256/{digest}"
+    await obstore.put_async(_raw(seaweed, s3_bucket), key, b"forged bytes!!")  # same size
+
+    await bucket.put("archive", digest, source)
+
+    assert await bucket.intact("archive", digest)
+    first = await obstore.head_async(_raw(seaweed, s3_bucket), key)
+    await bucket.put("archive", digest, source)  # ours, whole: not sent again
+    assert await obstore.head_async(_raw(seaweed, s3_bucket), key) == first
+
+
+async def test_fetch_refuses_an_object_bigger_than_recorded_before_reading_it(
+    seaweed: SeaweedS3, s3_bucket: str, bucket: S3Blobs, tmp_path: Path
+) -> None:
+    from prometheus_client import REGISTRY
+
+    source, digest = _file(tmp_path / "a", b"the real bytes")
+    await bucket.put("archive", digest, source)
+    # A hostile or oversized object at the archive's key.
+    huge = os.urandom(4 * MiB)
+    await obstore.put_async(_raw(seaweed, s3_bucket), f"skills/blobs/sha256/{digest}", huge)
+    read_before = (
+        REGISTRY.get_sample_value("skill_blob_store_bytes_total", {"direction": "in"}) or 0.0
+    )
+    dest = tmp_path / "fetched"
+
+    with pytest.raises(DataLoss) as info:
+        await bucket.fetch("archive", digest, dest, expected_size=len(b"the real bytes"))
+
+    assert info.value.reason == "BLOB_CORRUPT"
+    assert not dest.exists()
+    read = REGISTRY.get_sample_value("skill_blob_store_bytes_total", {"direction": "in"}) or 0.0
+    assert read == read_before  # refused on its Content-Length, nothing streamed

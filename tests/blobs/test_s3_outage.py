@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,7 +19,7 @@ from prometheus_client import REGISTRY
 from skillsvc.server import BLOB_STORE_HEALTH_NAME, App
 from skillsvc.v1 import resources_pb2, skill_service_pb2, skill_service_pb2_grpc
 from tests.helpers import expect_status, reason
-from tests.install.conftest import create_skill, install_and_wait
+from tests.install.conftest import create_skill, install, install_and_wait
 from tests.packages import skill_archive
 from tests.s3 import SeaweedS3, running_seaweed
 
@@ -50,14 +51,24 @@ async def _until(chan: grpc.aio.Channel, service: str, status: int, timeout: flo
 
 
 async def test_a_bucket_outage_fails_installs_fast_while_reads_go_on(
-    make_app: Any, own_seaweed: SeaweedS3
+    make_app: Any, own_seaweed: SeaweedS3, tmp_path: Path
 ) -> None:
+    bucket = own_seaweed.new_bucket()
     app: App = await make_app(
-        blob_store=own_seaweed.new_bucket(),
-        blob_store_options=own_seaweed.options(),
-        health_interval_seconds=0.2,
+        blob_store=bucket, blob_store_options=own_seaweed.options(), health_interval_seconds=0.2
     )
-    async with grpc.aio.insecure_channel(app.address) as chan:
+    # A second replica whose probe will not see the outage: its installs find out
+    # when they store the archive.
+    stale: App = await make_app(
+        blob_store=bucket,
+        blob_store_options=own_seaweed.options(),
+        health_interval_seconds=3600,
+        data_dir=tmp_path / "stale",
+    )
+    async with (
+        grpc.aio.insecure_channel(app.address) as chan,
+        grpc.aio.insecure_channel(stale.address) as stale_chan,
+    ):
         stub = skill_service_pb2_grpc.SkillServiceStub(chan)
         await create_skill(stub, "pdf-tools")
         first, _ = await install_and_wait(stub, "pdf-tools", skill_archive("pdf-tools", "1.0.0"))
@@ -69,8 +80,24 @@ async def test_a_bucket_outage_fails_installs_fast_while_reads_go_on(
         await _until(chan, BLOB_STORE_HEALTH_NAME, NOT_SERVING)
         assert REGISTRY.get_sample_value("skill_blob_store_up") == 0
         assert await _health(chan, "") == SERVING  # readiness: reads still work
+        # The probe said the bucket is down: the install is refused before its upload
+        # is received, and leaves no operation.
         started = time.monotonic()
-        failed, _ = await install_and_wait(stub, "pdf-tools", skill_archive("pdf-tools", "2.0.0"))
+        error = await expect_status(
+            install(stub, "pdf-tools", skill_archive("pdf-tools", "2.0.0")),
+            grpc.StatusCode.UNAVAILABLE,
+        )
+        print(f"install with the bucket known down refused in {time.monotonic() - started:.2f} s")
+        assert reason(error) == "BLOB_STORE_UNAVAILABLE"
+        assert "blob store" in (error.details() or "")
+        assert time.monotonic() - started < FAIL_FAST_SECONDS
+        # Where the probe has not noticed yet, the install fails when it stores the
+        # archive, fast, on the operation.
+        stale_stub = skill_service_pb2_grpc.SkillServiceStub(stale_chan)
+        started = time.monotonic()
+        failed, _ = await install_and_wait(
+            stale_stub, "pdf-tools", skill_archive("pdf-tools", "2.0.0")
+        )
         elapsed = time.monotonic() - started
         print(f"install with the bucket down failed in {elapsed:.2f} s")
         assert failed.state == FAILED
@@ -93,6 +120,7 @@ async def test_a_bucket_outage_fails_installs_fast_while_reads_go_on(
         )
         error = await expect_status(_drain(download), grpc.StatusCode.UNAVAILABLE)
         assert reason(error) == "BLOB_STORE_UNAVAILABLE"
+        assert not await stale.check_blob_store()  # now its last probe says down too
 
         own_seaweed.start()
 
@@ -104,6 +132,12 @@ async def test_a_bucket_outage_fails_installs_fast_while_reads_go_on(
             skill_service_pb2.DownloadPackageRequest(skill_id="pdf-tools", version="2.0.0")
         )
         assert await _drain(download) == skill_archive("pdf-tools", "2.0.0")
+        # Back before its next probe: an install probes again and goes ahead.
+        assert stale.blobs.down
+        final, _ = await install_and_wait(
+            stale_stub, "pdf-tools", skill_archive("pdf-tools", "2.1.0")
+        )
+        assert final.state == OK, final.error
 
 
 async def _drain(call: Any) -> bytes:

@@ -7,6 +7,7 @@ restore, status) with the archives in the bucket instead of local ``blobs/``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -143,11 +144,21 @@ async def test_gc_removes_orphan_objects_and_expired_kept_bytes(
     code, report = await skillsvc(app, "gc", env=_env(app, seaweed))
 
     assert code == 0, report
-    assert sorted((b["kind"], b["sha256"]) for b in report["blobs"]) == sorted(
-        [("blob", _digest(orphan.read_bytes())), ("kept", _digest(kept.read_bytes()))]
-    )
-    assert await bucket.digests("archive") == [_digest(data)]  # the installed one stays
+    # The unowned archive was just written (an install on another host in flight?):
+    # left for the grace period.
+    assert [(b["kind"], b["sha256"]) for b in report["blobs"]] == [
+        ("kept", _digest(kept.read_bytes()))
+    ]
+    assert report["unowned_archives_in_grace"] == [_digest(orphan.read_bytes())]
+    assert await bucket.exists("archive", _digest(orphan.read_bytes()))
     assert await bucket.digests("kept") == []
+    # A retention shorter than the grace bounds it.
+    code, report = await skillsvc(app, "gc", "--older-than", "0s", env=_env(app, seaweed))
+    assert code == 0, report
+    assert [(b["kind"], b["sha256"]) for b in report["blobs"]] == [
+        ("blob", _digest(orphan.read_bytes()))
+    ]
+    assert await bucket.digests("archive") == [_digest(data)]  # the installed one stays
 
 
 async def test_fsck_reports_an_object_overwritten_in_the_bucket(
@@ -271,3 +282,86 @@ async def test_an_archive_stored_for_a_ready_that_never_committed_goes_back_to_k
     retried = await stub.Retry(skill_service_pb2.RetryRequest(operation_id=failed.operation_id))
     assert (await _wait(stub, retried.operation_id)).state == OK
     assert await bucket.digests("archive") == [_digest(data)]
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "rotted"])
+async def test_installing_the_same_bytes_again_heals_a_damaged_object(
+    app: App, stub: Stub, seaweed: SeaweedS3, bucket: S3Blobs, db: asyncpg.Connection, damage: str
+) -> None:
+    await create_skill(stub, "pdf-tools")
+    old = skill_archive("pdf-tools", "1.0.0")
+    for data in (old, skill_archive("pdf-tools", "1.1.0")):
+        assert (await install_and_wait(stub, "pdf-tools", data))[0].state == OK
+    digest = _digest(old)
+    bucket_name, _, prefix = str(app.settings.blob_store).removeprefix("s3://").partition("/")
+    raw = S3Store(bucket_name, config=seaweed.options(), client_options={"allow_http": True})
+    # Other bytes of the same size: written by something else ("overwritten": no
+    # metadata of ours), or rotted under the metadata our put stored ("rotted").
+    forged = bytes(b ^ 0xFF for b in old)
+    attributes = {"sha256": digest} if damage == "rotted" else {}
+    await obstore.put_async(raw, f"{prefix}/blobs/sha256/{digest}", forged, attributes=attributes)
+
+    _code, report = await skillsvc(app, "fsck", "--repair", env=_env(app, seaweed))
+    assert "damaged object was removed" in report["damaged_packages"][0]["repair"]
+    assert await db.fetchval("SELECT state FROM skill_packages WHERE version = '1.0.0'") == "FAILED"
+
+    again, _ = await install_and_wait(stub, "pdf-tools", old, activate=False)
+
+    assert again.state == OK, again.error
+    assert await bucket.intact("archive", digest)
+    _info, downloaded = await _download(stub, "pdf-tools", "1.0.0")
+    assert downloaded == old
+
+
+async def test_backup_goes_on_past_a_damaged_object_and_lists_it(
+    app: App, stub: Stub, seaweed: SeaweedS3, bucket: S3Blobs, tmp_path: Path
+) -> None:
+    await create_skill(stub, "pdf-tools")
+    old, new = skill_archive("pdf-tools", "1.0.0"), skill_archive("pdf-tools", "1.1.0")
+    for data in (old, new):
+        assert (await install_and_wait(stub, "pdf-tools", data))[0].state == OK
+    forged = tmp_path / "forged"
+    forged.write_bytes(b"other bytes, same name")
+    await obstore.put_async(bucket._store, bucket.key("archive", _digest(old)), forged)
+
+    code, report = await skillsvc(app, "backup", str(tmp_path / "bk"), env=_env(app, seaweed))
+
+    assert code == 1, report
+    [damaged] = report["damaged_archives"]
+    assert damaged["sha256"] == _digest(old)
+    assert "damaged" in damaged["problem"]
+    assert report["missing_from_store_copy"] == ["pdf-tools 1.0.0"]
+    copied = tmp_path / "bk" / "store" / "blobs" / "sha256"
+    assert sorted(p.name for p in copied.iterdir()) == [_digest(new)]
+    assert (copied / _digest(new)).read_bytes() == new
+    assert (tmp_path / "bk" / "database.dump").is_file()
+    written = json.loads((tmp_path / "bk" / "backup.json").read_text())
+    assert written["damaged_archives"] == report["damaged_archives"]
+
+
+async def test_download_refuses_an_object_bigger_than_recorded_before_streaming_it(
+    stub: Stub, bucket: S3Blobs, db: asyncpg.Connection
+) -> None:
+    from prometheus_client import REGISTRY
+
+    await create_skill(stub, "pdf-tools")
+    assert (await install_and_wait(stub, "pdf-tools", skill_archive("pdf-tools")))[0].state == OK
+    digest = await db.fetchval("SELECT sha256 FROM skill_packages")
+    await obstore.put_async(bucket._store, bucket.key("archive", digest), os.urandom(3_000_000))
+    read_before = REGISTRY.get_sample_value("skill_blob_store_bytes_total", {"direction": "in"})
+
+    call = stub.DownloadPackage(
+        skill_service_pb2.DownloadPackageRequest(skill_id="pdf-tools", version="1.0.0")
+    )
+    received: list[Any] = []
+
+    async def drain() -> None:
+        async for message in call:
+            received.append(message)
+
+    error = await expect_status(drain(), grpc.StatusCode.DATA_LOSS)
+
+    assert reason(error) == "BLOB_CORRUPT"
+    assert received == []  # refused on its Content-Length, before the first message
+    read = REGISTRY.get_sample_value("skill_blob_store_bytes_total", {"direction": "in"})
+    assert read == read_before

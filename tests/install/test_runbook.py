@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,28 @@ async def test_fsck_retires_a_package_whose_archive_is_gone_and_fixes_strays(
     assert os.readlink(app.store.root / "packages" / skill / "current") == "1.1.0"
 
 
+async def test_fsck_repair_removes_a_damaged_archive_so_the_same_bytes_heal_it(
+    app: App, stub: Stub, skill: str, db: asyncpg.Connection
+) -> None:
+    await _two_versions(stub, skill)
+    old = await db.fetchval("SELECT sha256 FROM skill_packages WHERE version = '1.0.0'")
+    blob = app.store.root / "blobs" / "sha256" / old
+    data = blob.read_bytes()
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(b ^ 0xFF for b in data))  # rotted in place, same size
+
+    _code, report = await skillsvc(app, "fsck", "--repair")
+
+    assert "damaged object was removed" in report["damaged_packages"][0]["repair"]
+    assert not blob.exists()
+    again, _ = await install_and_wait(stub, skill, data, activate=False)
+    assert again.state == OK, again.error
+    assert blob.read_bytes() == data
+    code, report = await skillsvc(app, "fsck")
+    assert code == 0
+    assert report["healthy"], report
+
+
 async def test_gc_dry_run_then_for_real(
     app: App, stub: Stub, skill: str, db: asyncpg.Connection
 ) -> None:
@@ -130,6 +153,30 @@ async def test_gc_dry_run_then_for_real(
     # What is installed is untouched.
     code, report = await skillsvc(app, "fsck")
     assert report["healthy"], report
+
+
+async def test_gc_leaves_a_young_unowned_archive_for_the_grace(
+    app: App, stub: Stub, skill: str
+) -> None:
+    from skillsvc.core.maintenance import UNOWNED_ARCHIVE_GRACE_SECONDS
+
+    await install_and_wait(stub, skill, skill_archive(skill, "1.0.0"))
+    archives = app.store.root / "blobs" / "sha256"
+    young, old = archives / ("a" * 64), archives / ("b" * 64)
+    for path in (young, old):
+        path.write_bytes(b"an archive no package owns")
+    aged = time.time() - UNOWNED_ARCHIVE_GRACE_SECONDS - 60
+    os.utime(old, (aged, aged))
+
+    code, report = await skillsvc(app, "gc")
+
+    assert code == 0, report
+    assert [b["sha256"] for b in report["blobs"]] == ["b" * 64]
+    assert report["unowned_archives_in_grace"] == ["a" * 64]
+    assert young.exists()
+    assert not old.exists()
+    code, report = await skillsvc(app, "fsck")
+    assert report["orphan_blobs"] == ["a" * 64]
 
 
 async def test_history_and_status(app: App, stub: Stub, skill: str) -> None:

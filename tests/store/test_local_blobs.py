@@ -162,3 +162,35 @@ async def test_bad_digests_are_refused(blobs: LocalBlobs, digest: str) -> None:
     assert info.value.violations[0].field == "sha256"
     with pytest.raises(InvalidArgument):
         await blobs.delete("kept", digest)
+
+
+@pytest.mark.parametrize("same_filesystem", [True, False])
+async def test_fetch_refuses_an_object_of_another_size_than_recorded(
+    store: Store,
+    blobs: LocalBlobs,
+    stage_package: StagePackage,
+    monkeypatch: pytest.MonkeyPatch,
+    same_filesystem: bool,
+) -> None:
+    staged = stage_package(archive_bytes=b"x" * 3000)
+    await blobs.put("archive", staged.sha256, staged.archive)
+    blob = blobs.path("archive", staged.sha256)
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"x" * 3000 + b"y" * 100_000)  # grown at rest
+    if not same_filesystem:
+
+        def no_link(*_args: object, **_kwargs: object) -> None:
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "link", no_link)
+    dest = store.new_work_dir(INSTANCE, "fetch") / "archive"
+
+    with pytest.raises(DataLoss) as info:
+        await blobs.fetch("archive", staged.sha256, dest, expected_size=3000)
+
+    assert info.value.reason == "BLOB_CORRUPT"
+    assert "not the 3000 recorded" in info.value.message
+    assert not dest.exists()
+    pieces = blobs.stream("archive", staged.sha256, expected_size=3000)
+    with pytest.raises(DataLoss):
+        await anext(pieces)  # before the first piece
