@@ -133,6 +133,10 @@ async def test_a_refused_rpc_span_has_its_code(spans: InMemorySpanExporter, stub
         ),
         grpc.StatusCode.NOT_FOUND,
     )
+    # The server ends its span just after the status is sent.
+    async with asyncio.timeout(10):
+        while not _of_trace(spans):
+            await asyncio.sleep(0.01)
     (span,) = _of_trace(spans)
     assert span.attributes is not None
     assert span.attributes["rpc.method"] == "GetSkillDefinition"
