@@ -35,6 +35,9 @@ from skillsvc.validation import Limits, Report, validate_archive
 
 logger = logging.getLogger(__name__)
 
+STOP_TIMEOUT_SECONDS = 10.0
+"""How long :meth:`ArchiveWork.stop` waits for the worker processes before killing them."""
+
 
 def _ready() -> bool:
     """Run once in each process at start-up, so the first archive pays no spawn."""
@@ -80,10 +83,26 @@ class ArchiveWork:
         )
 
     async def stop(self) -> None:
-        """Stop the worker processes once the work given to them has ended."""
+        """Stop the worker processes once the work given to them has ended.
+
+        Called after the installer has stopped, so nothing is pending: no future is
+        cancelled (a cancelled pending future can hang ``shutdown``, CPython issue
+        94440). Processes still there after :data:`STOP_TIMEOUT_SECONDS` are killed,
+        so a stuck one never holds up the exit.
+        """
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if pool is None:
+            return
+        processes = list(pool._processes.values()) if pool._processes else []
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await asyncio.to_thread(pool.shutdown, wait=True)
+        except TimeoutError:
+            logger.warning(
+                "archive processes did not stop within %gs; killing them", STOP_TIMEOUT_SECONDS
+            )
+            for process in processes:
+                process.kill()
 
     async def validate(
         self,

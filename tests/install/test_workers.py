@@ -256,8 +256,12 @@ async def test_sigterm_gives_each_worker_its_grace_period(  # type: ignore[no-un
     await _poll(both_stopping)
     assert served.proc.returncode is None, "the supervisor waits for its workers"
     archive_server.gate.set()
-    async with asyncio.timeout(60):
-        assert await served.proc.wait() == 0
+    try:
+        async with asyncio.timeout(60):
+            code = await served.proc.wait()
+    except TimeoutError:
+        raise AssertionError(f"still running; its log:\n{served.log.read_text()[-8000:]}") from None
+    assert code == 0, served.log.read_text()[-8000:]
     conn = await asyncpg.connect(db_url)
     try:
         states = {
