@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +82,30 @@ async def run_forever(
             out.info("%s recovered after %d failed attempt(s)", name, delays.failures)
             delays.reset()
         await asyncio.sleep(interval)
+
+
+async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]], *, bound: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait until they have ended, for at most ``bound`` seconds.
+
+    A task that ignored its cancellation (Python 3.11's ``wait_for`` can swallow one,
+    and a step may shield itself) is cancelled again every second; one still running
+    after ``bound`` is logged and left behind, so a shutdown never waits for ever.
+    Failures of the tasks are logged, never raised.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            for task in pending:
+                logger.warning(
+                    "task %s did not end within %gs of its cancellation", task.get_name(), bound
+                )
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(1.0, remaining))
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            logger.warning("task %s had failed", task.get_name(), exc_info=task.exception())

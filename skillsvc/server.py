@@ -8,7 +8,6 @@ names taken from the descriptors.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import socket
@@ -51,7 +50,7 @@ from skillsvc.db import (
 )
 from skillsvc.errors import Unavailable
 from skillsvc.intake import UrlPolicy
-from skillsvc.loops import run_forever
+from skillsvc.loops import cancel_and_wait, run_forever
 from skillsvc.metrics import (
     BLOB_STORE_UP,
     DB_POOL_IN_USE,
@@ -379,14 +378,7 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         """Go NOT_SERVING, refuse new calls, let running ones finish, release everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await task
-                except Exception:
-                    logger.warning("background task %s had failed", task.get_name(), exc_info=True)
+        await cancel_and_wait(self._tasks)
         try:
             await self.materialiser.stop()
         except Exception:

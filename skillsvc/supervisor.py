@@ -330,7 +330,8 @@ class Supervisor:
                         slot.restarts + 1,
                     )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), slot.delay)
+                    async with asyncio.timeout(slot.delay):
+                        await self._stop.wait()
                 slot.delay = min(slot.delay * 2, MAX_BACKOFF_SECONDS)
                 slot.restarts += 1
             return 0

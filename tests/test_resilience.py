@@ -17,7 +17,7 @@ import pytest
 from skillsvc.db import Database, connect
 from skillsvc.db._repository import translate_errors
 from skillsvc.errors import Unavailable
-from skillsvc.loops import Backoff
+from skillsvc.loops import Backoff, cancel_and_wait
 from skillsvc.server import App
 
 
@@ -150,3 +150,50 @@ async def test_store_errors_inside_a_transaction_are_not_database_outages(
             await tx.ping()
     finally:
         await database.close()
+
+
+async def test_cancel_and_wait_ends_a_task_that_swallowed_its_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A loop that swallows one cancellation (as Python 3.11's wait_for can) still ends,
+    and one that never ends is left behind after the bound instead of hanging stop."""
+    swallowed = 0
+
+    async def swallows_once() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 1:
+                    raise
+
+    release = asyncio.Event()
+
+    async def never_ends() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if release.is_set():
+                    raise
+
+    first = asyncio.create_task(swallows_once())
+    await asyncio.sleep(0)
+    await cancel_and_wait([first], bound=5)
+    assert first.cancelled() and swallowed == 2
+
+    stuck = asyncio.create_task(never_ends(), name="stuck")
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with caplog.at_level(logging.WARNING, logger="skillsvc.loops"):
+        await cancel_and_wait([stuck], bound=0.3)
+    assert loop.time() - started < 2
+    assert not stuck.done()
+    assert "task stuck did not end" in caplog.text
+    release.set()  # the test's own clean-up
+    stuck.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stuck

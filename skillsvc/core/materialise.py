@@ -66,7 +66,7 @@ from skillsvc.core.models import PackageState
 from skillsvc.core.naming import is_valid_skill_name
 from skillsvc.db import Database, Repository, SkillSync
 from skillsvc.errors import FailedPrecondition, SkillsvcError
-from skillsvc.loops import Backoff
+from skillsvc.loops import Backoff, cancel_and_wait
 from skillsvc.metrics import (
     MATERIALISATIONS,
     MATERIALISE_CAUGHT_UP,
@@ -433,15 +433,7 @@ class Materialiser:
         for handle in self._retries.values():
             handle.cancel()
         self._retries.clear()
-        tasks = [*self._tasks.values(), *self._background]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await task
-                except Exception:
-                    logger.warning("materialisation task %s had failed", task.get_name())
+        await cancel_and_wait([*self._tasks.values(), *self._background])
 
     # -- one skill ---------------------------------------------------------------------
 

@@ -103,8 +103,11 @@ class ProgressHub:
             seen = current.seq
             terminal = current.state.terminal
             while not terminal:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation (or lose the item) when both happen at once.
                 try:
-                    change = await asyncio.wait_for(queue.get(), RESYNC_SECONDS)
+                    async with asyncio.timeout(RESYNC_SECONDS):
+                        change = await queue.get()
                 except TimeoutError:
                     change = None
                 if change is not None and change.seq <= seen:

@@ -35,7 +35,7 @@ from skillsvc.core.definitions import check_skill_id
 from skillsvc.core.models import SkillEvent
 from skillsvc.db import Database
 from skillsvc.errors import InvalidArgument, OutOfRange, Unavailable
-from skillsvc.loops import Backoff
+from skillsvc.loops import Backoff, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -171,15 +171,16 @@ class WatchHub:
             watcher.closing = True
             watcher.ready.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
 
     async def _run(self) -> None:
         backoff = Backoff(base=0.2, cap=self.settings.resync_seconds)
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+            # cancellation that close() sends, and close() would wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.resync_seconds)
+                async with asyncio.timeout(self.settings.resync_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.poll()
@@ -323,7 +324,8 @@ class WatchHub:
                 if page is None:
                     wait = None if pos == sent else sent_at + interval - time.monotonic()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(watcher.ready.wait(), wait)
+                        async with asyncio.timeout(wait):
+                            await watcher.ready.wait()
                     continue
                 if page.after > pos:
                     # Changes between our position and this page were read by the hub
