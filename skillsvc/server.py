@@ -239,29 +239,19 @@ class App:
         await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.check_health()
         await self.check_blob_store()
-        self._tasks.append(
-            asyncio.create_task(
-                run_forever(
-                    "health probe",
-                    self._probe,
-                    interval=self.settings.health_interval_seconds,
-                    log=logger,
-                ),
-                name="health-probe",
+        # Two loops: a bucket that times out must not slow the readiness probe.
+        for what, probe, name in (
+            ("health probe", self._probe, "health-probe"),
+            ("blob store probe", self._probe_blobs, "blob-store-probe"),
+        ):
+            self._tasks.append(
+                asyncio.create_task(
+                    run_forever(
+                        what, probe, interval=self.settings.health_interval_seconds, log=logger
+                    ),
+                    name=name,
+                )
             )
-        )
-        # Its own loop: a bucket that times out must not slow the readiness probe.
-        self._tasks.append(
-            asyncio.create_task(
-                run_forever(
-                    "blob store probe",
-                    self._probe_blobs,
-                    interval=self.settings.health_interval_seconds,
-                    log=logger,
-                ),
-                name="blob-store-probe",
-            )
-        )
         logger.info("skillsvc serving on %s", self.address)
 
     def _caught_up(self) -> None:

@@ -257,22 +257,28 @@ class S3Blobs:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def _open(self, kind: Kind, sha256: str, op: str) -> obstore.GetResult:
+    async def _open(
+        self, kind: Kind, sha256: str, op: str, expected_size: int | None
+    ) -> obstore.GetResult:
+        """GET the object; an object of another size than ``expected_size`` is refused
+        from its Content-Length, before a byte of it is read."""
         key = self.key(kind, sha256)
         with _bucket_errors("read the archive", op, self.location):
             try:
-                return await obstore.get_async(self._store, key)
+                result = await obstore.get_async(self._store, key)
             except FileNotFoundError:
                 count(op, "missing")
                 raise missing(kind, sha256, self.location) from None
+        size = int(result.meta["size"])
+        if expected_size is not None and size != expected_size:
+            count(op, "corrupt")
+            raise wrong_size(kind, sha256, size, expected_size, self.location)
+        return result
 
     async def fetch(
         self, kind: Kind, sha256: str, dest: Path, *, expected_size: int | None = None
     ) -> None:
-        result = await self._open(kind, sha256, "fetch")
-        if expected_size is not None and int(result.meta["size"]) != expected_size:
-            count("fetch", "corrupt")  # Content-Length: nothing read yet
-            raise wrong_size(kind, sha256, int(result.meta["size"]), expected_size, self.location)
+        result = await self._open(kind, sha256, "fetch", expected_size)
         digest = hashlib.sha256()
         received = 0
         try:
@@ -307,10 +313,7 @@ class S3Blobs:
         *,
         expected_size: int | None = None,
     ) -> AsyncGenerator[bytes, None]:
-        result = await self._open(kind, sha256, "stream")
-        if expected_size is not None and int(result.meta["size"]) != expected_size:
-            count("stream", "corrupt")  # Content-Length: nothing read yet
-            raise wrong_size(kind, sha256, int(result.meta["size"]), expected_size, self.location)
+        result = await self._open(kind, sha256, "stream", expected_size)
         digest = hashlib.sha256()
         received = 0
         pieces = result.stream(min_chunk_size=chunk_bytes)
