@@ -54,7 +54,7 @@ import os
 import re
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 from urllib.parse import urlsplit
 
 import obstore
@@ -283,7 +283,7 @@ class S3Blobs:
         received = 0
         try:
             with os_errors("write the fetched archive"):
-                out = await asyncio.to_thread(open, dest, "xb")
+                out = await _create(dest)
             with out:
                 with _bucket_errors("read the archive", "fetch", self.location):
                     async for chunk in result.stream(min_chunk_size=STREAM_CHUNK_BYTES):
@@ -409,6 +409,26 @@ class S3Blobs:
 
     async def close(self) -> None:
         """Nothing to release: the client's connections close with it."""
+
+
+async def _create(dest: Path) -> BinaryIO:
+    """``open(dest, "xb")`` in a thread; a caller cancelled meanwhile (a node stopping
+    in the middle of a materialisation) does not leak the file the thread opened."""
+    opening = asyncio.ensure_future(asyncio.to_thread(_open_new, dest))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _open_new(dest: Path) -> BinaryIO:
+    return open(dest, "xb")  # closed by the caller's ``with``
+
+
+def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _write_and_hash(out: Any, digest: Any, chunk: bytes) -> None:
